@@ -1,0 +1,220 @@
+"""Run configuration: one frozen dataclass per run, range/list parsing, JSON round trip.
+
+A `RunConfig` is built in one place (the CLI or a sweep), written to
+`config.json` in every run directory, and read back by workers, analysis and
+reports. No dicts of options are threaded through the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greenkd.errors import GreenkdError
+
+SCHEDULERS = ("rr", "binpack", "ws", "opt")
+BACKENDS = ("local", "mpi", "dask")
+BLOCKS = ("a", "b", "c", "d")
+
+
+@dataclass(frozen=True)
+class DataThreads:
+    """tf.data thread settings (paper §4.3).
+
+    `parallel_calls=None` means AUTOTUNE; the paper's fix for contention is a
+    fixed number of parallel calls with `max_intra_op_parallelism=1`.
+    """
+
+    parallel_calls: int | None = None
+    max_intra_op_parallelism: int | None = None
+    private_threadpool_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.parallel_calls is None and self.max_intra_op_parallelism is None:
+            return "autotune" if self.private_threadpool_size is None else (
+                f"autotune-pool{self.private_threadpool_size}"
+            )
+        parts = [str(self.parallel_calls) if self.parallel_calls else "autotune"]
+        if self.max_intra_op_parallelism is not None:
+            parts.append(f"intra{self.max_intra_op_parallelism}")
+        if self.private_threadpool_size is not None:
+            parts.append(f"pool{self.private_threadpool_size}")
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, text: str | int) -> DataThreads:
+        """`autotune` (TensorFlow's default) or `N`: N parallel calls, intra-op 1 (the paper's fix)."""
+        value = str(text).strip().lower()
+        if value in ("autotune", "auto"):
+            return cls()
+        if value.isdigit() and int(value) > 0:
+            return cls(parallel_calls=int(value), max_intra_op_parallelism=1)
+        raise GreenkdError(
+            f"data threads {text!r} is not 'autotune' or a positive number of parallel calls"
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one distillation run."""
+
+    # teacher and data
+    model: str = "vgg16"  # zoo name (vgg16, resnet50) or a path to a .keras file
+    width: float = 0.125  # vgg16 channel multiplier; 1.0 is the paper's model
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    n_train: int | None = None  # synthetic/digits: images generated or kept; None = dataset default
+    n_val: int | None = None
+    image_size: int = 32
+    preprocess: str | None = None  # None = the model's own preprocessing
+    augment: bool = True
+    batch_size: int = 64
+    teacher_epochs: int = 8
+    # layer tasks (paper §3.1, §4.1.6)
+    block: str = "a"
+    epochs: int = 4
+    eval_every: int = 2
+    lr: float = 1e-3
+    lr_decay: float = 0.9  # RMSprop learning rate multiplied by this every epoch
+    accept_max_drop: float | None = 0.02  # accept a block if spliced top-1 >= teacher - this
+    accept_min_accuracy: float | None = None  # or an absolute top-1 floor
+    # assembly and fine-tuning
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.01
+    freeze_1x1: bool = False
+    # parallelism
+    gpus: int = 1  # devices: GPUs where there are GPUs, else CPU core sets
+    sched: str = "rr"
+    backend: str = "local"
+    fuse: bool = False
+    data_threads: DataThreads = field(default_factory=DataThreads)
+    timings: str | None = None
+    allow_oversubscribe: bool = False
+    seed: int = 0
+    out: str = "runs/latest"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_threads, dict):
+            object.__setattr__(self, "data_threads", DataThreads(**self.data_threads))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise GreenkdError, naming the flag, for any value out of range."""
+        checks = [
+            (self.width > 0, f"--width must be > 0, got {self.width}"),
+            (self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}"),
+            (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}"),
+            (self.teacher_epochs >= 1, f"--teacher-epochs must be >= 1, got {self.teacher_epochs}"),
+            (self.finetune_epochs >= 0, f"--finetune-epochs must be >= 0, got {self.finetune_epochs}"),
+            (self.gpus >= 1, f"--gpus must be >= 1, got {self.gpus}"),
+            (self.lr > 0 and self.finetune_lr > 0, "learning rates must be > 0"),
+            (0 < self.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {self.lr_decay}"),
+            (self.block in BLOCKS, f"--block must be one of {', '.join(BLOCKS)}, got {self.block!r}"),
+            (self.sched in SCHEDULERS, f"unknown scheduler {self.sched!r}: use one of {', '.join(SCHEDULERS)}"),
+            (self.backend in BACKENDS, f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}"),
+        ]
+        if self.accept_max_drop is not None:
+            checks.append((0 <= self.accept_max_drop <= 1,
+                           f"--max-drop must be between 0 and 1 (a fraction of top-1), got {self.accept_max_drop}"))
+        if self.accept_min_accuracy is not None:
+            checks.append((0 <= self.accept_min_accuracy <= 1,
+                           f"--min-accuracy must be between 0 and 1, got {self.accept_min_accuracy}"))
+        for n, name in ((self.n_train, "--n-train"), (self.n_val, "--n-val")):
+            if n is not None:
+                checks.append((n > 0, f"{name} must be > 0, got {n}"))
+        for ok, message in checks:
+            if not ok:
+                raise GreenkdError(message)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GreenkdError(f"unknown run settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def write(self, path: str | Path, **extra: Any) -> None:
+        """Write config.json: the settings plus `extra` (version, host) under `meta`."""
+        payload = {"config": self.to_dict(), "meta": extra}
+        write_json_atomic(path, payload)
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunConfig:
+        try:
+            payload = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise GreenkdError(f"no run configuration at {path}") from None
+        except json.JSONDecodeError as exc:
+            raise GreenkdError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(payload.get("config", payload))
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_int_list(text: str | int | Iterable[int], *, what: str = "devices") -> list[int]:
+    """Parse `1-4`, `1,2,4` or `2` into a sorted list of distinct positive ints.
+
+    `0`, `4-1` and non-numbers are user errors.
+    """
+    if isinstance(text, int):
+        text = str(text)
+    if not isinstance(text, str):
+        return parse_int_list(",".join(str(int(v)) for v in text), what=what)
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise GreenkdError(f"empty entry in {what} list {text!r}")
+        match = _RANGE.match(part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if lo > hi:
+                raise GreenkdError(f"{what} range {part!r} runs backwards; write {hi}-{lo}")
+            values.update(range(lo, hi + 1))
+        elif part.isdigit():
+            values.add(int(part))
+        else:
+            raise GreenkdError(f"{what} {part!r} is not a number or a range like 1-4")
+    if 0 in values:
+        raise GreenkdError(f"{what} must be >= 1, got 0 in {text!r}")
+    return sorted(values)
+
+
+def parse_choice_list(text: str | Iterable[str], choices: Iterable[str], *, what: str) -> list[str]:
+    """Parse `binpack,rr` into a list, keeping order, rejecting unknown names."""
+    items = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    allowed = list(choices)
+    out: list[str] = []
+    for item in items:
+        if item not in allowed:
+            raise GreenkdError(f"unknown {what} {item!r}: use one of {', '.join(allowed)}")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise GreenkdError(f"no {what} given")
+    return out
