@@ -1,0 +1,503 @@
+"""The sampler: reads every sensor on a fixed schedule in its own thread and writes the run's files.
+
+Sample k is taken at t0 + k/hz on the monotonic clock, so the schedule never
+drifts; a sample that overruns its period skips the ticks it covered instead
+of bunching reads. Rows carry Unix time (`time.time()`, the one clock) taken
+at the middle of each sensor's read. Every sample's rows are appended to
+samples.csv and flushed, so a killed run keeps everything up to its last
+sample; the summary is written last, atomically.
+
+Timeline: [idle baseline: `idle_seconds`, nothing else running] then the
+work (the `with` block or the command) until `stop()`, which takes one final
+sample so the energy covers the work to its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from greenkd.config import write_json_atomic
+from greenkd.errors import GreenkdError
+from profilers import energy
+from profilers.metadata import collect_metadata
+from profilers.sensors import SensorRoots, missing_from, open_sensors
+from profilers.sensors.base import Fault, Observation, Problem, Sensor, SensorError, Status
+
+MARK_FIELDS = ("ts", "label", "fields")
+# si_code of a signal the kernel raised itself, e.g. the terminal's Ctrl-C to
+# the whole foreground process group: the child got its own copy already.
+SI_KERNEL = 0x80
+
+
+class CommandError(GreenkdError):
+    """The command to profile could not be started; `exit_code` follows the shell (127 not found, 126 not runnable)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _positive_float(name: str, value: float, *, allow_zero: bool) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise GreenkdError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise GreenkdError(f"{name} must be {bound}, got {value!r}")
+    return number
+
+
+def carbon_intensity(value: float | None) -> float | None:
+    """The grid intensity in gCO2e/kWh: the argument, else `$GREENKD_CARBON_INTENSITY`, else None."""
+    if value is None:
+        text = os.environ.get("GREENKD_CARBON_INTENSITY", "").strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError as exc:
+            raise GreenkdError(f"GREENKD_CARBON_INTENSITY must be gCO2e per kWh, got {text!r}") from exc
+    return _positive_float("the carbon intensity (gCO2e/kWh)", value, allow_zero=True)
+
+
+class Profiler:
+    """Profile a Python block: `with Profiler(out=DIR) as p: ...; p.mark("task", layer=3)`; then `p.summary()`."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str] = ".",
+        hz: float = 1.0,
+        idle_seconds: float = 0.0,
+        gpus: Sequence[int] | None = None,
+        samples_name: str = "samples.csv",
+        summary_name: str = "summary.json",
+        carbon_intensity_g_per_kwh: float | None = None,
+        *,
+        marks_name: str = "marks.csv",
+        msr_root: str | os.PathLike[str] | None = None,
+        proc_stat: str | os.PathLike[str] | None = None,
+        sysfs_root: str | os.PathLike[str] | None = None,
+        nvml: Any = None,
+    ) -> None:
+        self.hz = _positive_float("--hz", hz, allow_zero=False)
+        if self.hz > 1000:
+            raise GreenkdError(f"--hz must be at most 1000 samples per second, got {hz!r}")
+        self.idle_seconds = _positive_float("--idle-seconds", idle_seconds, allow_zero=True)
+        names = {"samples": samples_name, "summary": summary_name, "marks": marks_name}
+        for what, name in names.items():
+            if not name or Path(name).name != name:
+                raise GreenkdError(f"the {what} file name must be a plain file name, got {name!r}")
+        if len(set(names.values())) != len(names):
+            raise GreenkdError(f"samples, summary and marks need three different names, got {names}")
+        self.out = Path(out)
+        self.samples_path = self.out / samples_name
+        self.summary_path = self.out / summary_name
+        self.marks_path = self.out / marks_name
+        self.gpus = None if gpus is None else [int(g) for g in gpus]
+        self.carbon_intensity_g_per_kwh = carbon_intensity(carbon_intensity_g_per_kwh)
+        self.roots = SensorRoots(msr_root, proc_stat, sysfs_root)
+        self._nvml = nvml
+        self.command: list[str] | None = None
+        self.exit_code: int | None = None
+
+        self._state = "new"
+        self._lock = threading.Lock()
+        self._marks_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._work_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._crash: BaseException | None = None
+        self._reasons: list[str] = []
+        self._runtime_missing: list[Problem] = []
+        self._failed: set[tuple[str, str]] = set()
+        self._sensors: list[Sensor] = []
+        self._all_sensors: list[Sensor] = []
+        self._statuses: list[Status] = []
+        self._accountants: dict[str, energy.EnergyAccountant] = {}
+        self._builder = energy.SummaryBuilder()
+        self._samples_file: IO[str] | None = None
+        self._marks_file: IO[str] | None = None
+        self._writer: Any = None
+        self._marks_writer: Any = None
+        self._marks = 0
+        self._ticks = 0
+        self._lateness_s: list[float] = []
+        self._missed_ticks = 0
+        self._cpu_s: float | None = None
+        self._first_ts: float | None = None
+        self._work_start_ts: float | None = None
+        self._last_ts: float | None = None
+        self._summary: dict[str, Any] | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def __enter__(self) -> Profiler:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reason = None
+        if exc_type is not None:
+            if issubclass(exc_type, KeyboardInterrupt):
+                reason = "interrupted (KeyboardInterrupt)"
+            else:
+                reason = f"the profiled block raised {exc_type.__name__}: {exc}"
+        self.stop(reason=reason)
+
+    def start(self) -> Profiler:
+        """Open the sensors and files, start sampling, and return once the idle baseline is taken."""
+        if self._state != "new":
+            raise GreenkdError("a Profiler runs once; create a new one for the next run")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._samples_file = open(self.samples_path, "w", newline="")  # noqa: SIM115 (closed in stop)
+            self._marks_file = open(self.marks_path, "w", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise GreenkdError(f"cannot write the profile to {self.out}: {exc.strerror or exc}") from exc
+        self._sensors, self._statuses = open_sensors(self.roots, self.gpus, self._nvml)
+        self._all_sensors = list(self._sensors)
+        # Counter power over less than a fifth of a period is mostly update granularity.
+        self._accountants = {s.name: energy.EnergyAccountant(s.name, 0.2 / self.hz) for s in self._sensors}
+        self._writer = csv.writer(self._samples_file, lineterminator="\n")
+        self._writer.writerow(energy.SAMPLE_FIELDS)
+        self._samples_file.flush()
+        self._marks_writer = csv.writer(self._marks_file, lineterminator="\n")
+        self._marks_writer.writerow(MARK_FIELDS)
+        self._marks_file.flush()
+        self._state = "running"
+        self._thread = threading.Thread(target=self._run, name="greenkd-profiler", daemon=True)
+        self._thread.start()
+        self._work_event.wait()
+        if self._crash is not None:
+            self.stop()
+        return self
+
+    def record_command(self, argv: Sequence[str]) -> None:
+        """Note the profiled command for the summary."""
+        self.command = list(argv)
+
+    def mark(self, label: str, **fields: Any) -> None:
+        """Append a labelled time point to marks.csv (`ts,label,fields` with the fields as JSON)."""
+        if not isinstance(label, str) or not label:
+            raise GreenkdError(f"a mark needs a non-empty text label, got {label!r}")
+        if self._state != "running" or self._marks_writer is None:
+            raise GreenkdError("marks can be added only while the profiler runs")
+        payload = json.dumps(fields, sort_keys=True, default=str)
+        with self._marks_lock:
+            self._marks_writer.writerow([repr(time.time()), label, payload])
+            self._marks_file.flush()  # type: ignore[union-attr]
+            self._marks += 1
+
+    def fail(self, reason: str) -> None:
+        """Mark the run partial with a reason (the caller's own failure, e.g. a crashed task)."""
+        with self._lock:
+            self._reasons.append(reason)
+
+    def stop(self, *, reason: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
+        """Take a final sample, stop sampling, write the summary atomically, and return it."""
+        if self._state == "stopped":
+            assert self._summary is not None
+            return self._summary
+        if reason:
+            self.fail(reason)
+        if exit_code is not None:
+            self.exit_code = exit_code
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._state = "stopped"
+        for sensor in self._sensors:
+            sensor.close()
+        for handle in (self._samples_file, self._marks_file):
+            if handle is not None:
+                handle.close()
+        if self._crash is not None:
+            self._reasons.append(f"the sampler crashed: {self._crash.__class__.__name__}: {self._crash}")
+        self._summary = self._build_summary(final=True)
+        write_json_atomic(self.summary_path, self._summary)
+        if self._crash is not None:
+            raise self._crash
+        return self._summary
+
+    def summary(self) -> dict[str, Any]:
+        """The summary: final after stop, else a snapshot with status `running`."""
+        if self._summary is not None:
+            return self._summary
+        if self._state != "running":
+            raise GreenkdError("the profiler has not started yet")
+        return self._build_summary(final=False)
+
+    # -- sampling -----------------------------------------------------------
+
+    def _run(self) -> None:
+        cpu_start = time.thread_time()
+        try:
+            period = 1.0 / self.hz
+            idle_ticks = math.ceil(self.idle_seconds * self.hz - 1e-9)
+            t0 = time.monotonic()
+            k = 0
+            while True:
+                target = t0 + k * period
+                delay = target - time.monotonic()
+                if (delay > 0 and self._stop_event.wait(delay)) or self._stop_event.is_set():
+                    break
+                self._lateness_s.append(time.monotonic() - target)
+                self._sample()
+                if k == idle_ticks:
+                    self._begin_work()
+                k += 1
+                behind = time.monotonic() - (t0 + k * period)
+                if behind > 0:
+                    skip = math.floor(behind / period) + 1
+                    self._missed_ticks += skip
+                    k += skip
+            # The final sample closes the last interval at the moment of stopping.
+            self._sample()
+            if self._work_start_ts is None:
+                self._begin_work()
+        except BaseException as exc:  # surfaced by stop(): the summary says so, then it is re-raised
+            self._crash = exc
+        finally:
+            self._cpu_s = time.thread_time() - cpu_start
+            self._work_event.set()
+
+    def _begin_work(self) -> None:
+        with self._lock:
+            self._work_start_ts = self._last_ts
+            self._builder.work_start_ts = self._last_ts
+        self._work_event.set()
+
+    def _sample(self) -> None:
+        reads: list[tuple[str, float, list[Observation]]] = []
+        start = time.time()
+        for sensor in list(self._sensors):
+            before = time.time()
+            try:
+                observations = sensor.read()
+            except SensorError as exc:
+                self._sensors.remove(sensor)
+                sensor.close()
+                self._record_fault(sensor.name, None, exc.reason, exc.fix)
+                continue
+            ts = (before + time.time()) / 2
+            kept = []
+            for obs in observations:
+                if isinstance(obs, Fault):
+                    self._record_fault(sensor.name, obs.device, obs.reason, obs.fix)
+                else:
+                    kept.append(obs)
+            reads.append((sensor.name, ts, kept))
+        with self._lock:
+            rows = [row for name, ts, kept in reads for row in self._accountants[name].rows(ts, kept)]
+            for row in rows:
+                self._writer.writerow(row.as_csv())
+                self._builder.add(row)
+            self._samples_file.flush()  # type: ignore[union-attr]
+            self._ticks += 1
+            if self._first_ts is None:
+                self._first_ts = start
+            self._last_ts = time.time()
+
+    def _record_fault(self, sensor: str, device: str | None, reason: str, fix: str) -> None:
+        with self._lock:
+            self._reasons.append(f"{sensor}: {reason}")
+            self._runtime_missing.append(Problem(sensor, reason, fix))
+            if device is None:
+                self._failed.update((sensor, d) for d in self._accountants[sensor].tracks)
+            else:
+                self._failed.add((sensor, device))
+
+    # -- summary ------------------------------------------------------------
+
+    def _build_summary(self, *, final: bool) -> dict[str, Any]:
+        with self._lock:
+            sources: dict[tuple[str, str], str] = {}
+            used: dict[tuple[str, str], bool] = {}
+            in_total: set[tuple[str, str]] = set()
+            for sensor in self._all_sensors:
+                for device, source in self._accountants[sensor.name].sources().items():
+                    sources[(sensor.name, device)] = source
+                    used[(sensor.name, device)] = sensor.is_used(device)
+                in_total.update((sensor.name, d) for d in sensor.total_devices())
+            domains = self._builder.domains(sources, used, in_total, self._failed)
+            utilization = self._builder.utilizations()
+            reasons = list(self._reasons)
+            ticks = self._ticks
+            lateness_ms = [1000.0 * s for s in self._lateness_s]
+        start_ts = self._work_start_ts
+        end_ts = self._last_ts
+        measured_idle = self.idle_seconds > 0 and start_ts is not None and self._first_ts is not None
+        total = energy.totals(domains)
+        nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
+        summary: dict[str, Any] = {
+            "status": ("partial" if reasons else "complete") if final else "running",
+            "reason": "; ".join(reasons) if reasons else None,
+            "start_ts": start_ts,
+            "end_ts": end_ts,
+            "duration_s": end_ts - start_ts if start_ts is not None and end_ts is not None else None,
+            "hz": self.hz,
+            "samples": ticks,
+            "idle": {
+                "seconds": (start_ts - self._first_ts) if measured_idle else 0.0,  # type: ignore[operator]
+                "start_ts": self._first_ts if measured_idle else start_ts,
+                "end_ts": start_ts,
+            },
+            "domains": domains,
+            "total": total,
+            "utilization": utilization,
+            "gpus": {
+                "selected": self.gpus,
+                "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"]) if nvml_domains else None,
+                "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
+            },
+            "missing": [p.as_dict() for p in [*missing_from(self._statuses), *self._runtime_missing]],
+            "carbon": energy.carbon_estimate(total["energy_j"], self.carbon_intensity_g_per_kwh),
+            "sensors": [
+                {"sensor": s.sensor, "available": s.available, "detail": s.detail, "reason": s.reason}
+                for s in self._statuses
+            ],
+            "sampling": {
+                "period_s": 1.0 / self.hz,
+                "jitter_p50_ms": energy.percentile(lateness_ms, 50),
+                "jitter_p99_ms": energy.percentile(lateness_ms, 99),
+                "jitter_max_ms": max(lateness_ms) if lateness_ms else None,
+                "missed_ticks": self._missed_ticks,
+                "sampler_cpu_s": self._cpu_s,
+            },
+            "files": {
+                "samples": self.samples_path.name,
+                "marks": self.marks_path.name,
+            },
+            "marks": self._marks,
+            "metadata": collect_metadata(self._all_sensors),
+        }
+        if self.command is not None:
+            summary["command"] = self.command
+            summary["exit_code"] = self.exit_code
+        return summary
+
+
+# -- profiling a command ------------------------------------------------------
+
+
+def _resolve(program: str) -> str:
+    """The executable for argv[0], as a shell would find it; CommandError 127 if there is none."""
+    found = shutil.which(program)
+    if found is None:
+        where = "no such file" if os.sep in program else "not found on PATH"
+        raise CommandError(f"command not found: {program} ({where})", 127)
+    return found
+
+
+def exit_code_of(wait_status: int) -> int:
+    """Shell-style exit code from a wait status: the code, or 128 + signal number."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+def run_command(
+    argv: Sequence[str],
+    out: str | os.PathLike[str] = ".",
+    hz: float = 1.0,
+    idle_seconds: float = 0.0,
+    gpus: Sequence[int] | None = None,
+    samples_name: str = "samples.csv",
+    summary_name: str = "summary.json",
+    carbon_intensity_g_per_kwh: float | None = None,
+    **options: Any,
+) -> int:
+    """Profile a command: idle baseline, run it, forward SIGINT/SIGTERM to it, return its exit code.
+
+    `options` are Profiler's keyword-only options (marks_name, msr_root, proc_stat, sysfs_root, nvml).
+    A command that exits non-zero or dies of a signal leaves a summary marked partial.
+    """
+    argv = list(argv)
+    if not argv:
+        raise GreenkdError("no command to profile: give one after `--`, e.g. `greenkd profile -- python train.py`")
+    executable = _resolve(argv[0])
+    profiler = Profiler(
+        out, hz, idle_seconds, gpus, samples_name, summary_name, carbon_intensity_g_per_kwh, **options
+    )
+    profiler.record_command(argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+    # Blocked before the sampler thread exists, so it inherits the mask and
+    # every signal waits for sigtimedwait in this thread, with its origin.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched) if on_main else None
+    try:
+        profiler.start()
+        if on_main:
+            early = signal.sigpending() & {signal.SIGINT, signal.SIGTERM}
+            if early:
+                signum = signal.sigtimedwait(early, 0)
+                number = signum.si_signo if signum is not None else min(early)
+                name = signal.Signals(number).name
+                profiler.stop(reason=f"interrupted by {name} before the command started", exit_code=128 + number)
+                return 128 + number
+        try:
+            pid = os.posix_spawn(
+                executable,
+                argv,
+                os.environ,
+                setsigmask=(),
+                # Python ignores SIGPIPE and SIGXFSZ; the command gets the defaults, as from a shell.
+                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except OSError as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            profiler.stop(reason=f"the command could not start: {exc.strerror}", exit_code=code)
+            raise CommandError(f"cannot run {argv[0]}: {exc.strerror}", code) from exc
+        code, received = _wait(pid, on_main)
+    except BaseException:
+        if profiler._state == "running":
+            profiler.stop(reason="greenkd profile failed while the command ran")
+        raise
+    finally:
+        if old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    reasons = []
+    if received:
+        reasons.append(f"interrupted by {', '.join(received)} (forwarded to the command)")
+    if code > 128 and code - 128 < signal.NSIG:
+        reasons.append(f"the command was killed by {signal.Signals(code - 128).name}")
+    elif code != 0:
+        reasons.append(f"the command exited with code {code}")
+    profiler.stop(reason="; ".join(reasons) or None, exit_code=code)
+    return code
+
+
+def _wait(pid: int, on_main: bool) -> tuple[int, list[str]]:
+    """Wait for the child, forwarding SIGINT/SIGTERM; return its exit code and the signals received."""
+    received: list[str] = []
+    if not on_main:
+        _, status = os.waitpid(pid, 0)
+        return exit_code_of(status), received
+    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+    while True:
+        info = signal.sigtimedwait(watched, 0.5)
+        if info is not None and info.si_signo in (signal.SIGINT, signal.SIGTERM):
+            received.append(signal.Signals(info.si_signo).name)
+            if info.si_code != SI_KERNEL:
+                # If it exited in between, waitpid below collects it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, info.si_signo)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return exit_code_of(status), received

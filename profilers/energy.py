@@ -1,0 +1,331 @@
+"""The one place that turns readings into energy, power and the summary (no pandas).
+
+- Counters: cumulative joules since the profiler's start, accumulating each
+  delta modulo the counter's range (a 32-bit MSR wraps every few minutes under
+  load; one sample per wrap period sees every wrap).
+- Power-only domains (NVML without an energy counter): energy is the
+  trapezoidal integral of the power readings.
+- Either way every energy domain writes cumulative `energy` rows, so the energy
+  of any interval is the difference of the interpolated cumulative values
+  (`interval_energy_j`); nobody downstream integrates power.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from profilers.sensors.base import Counter, CounterSum, Gauge, Observation, Power
+
+UNITS = {
+    "energy": "J",
+    "power": "W",
+    "utilization": "%",
+    "memory_used": "MiB",
+    "clock_sm": "MHz",
+    "temperature": "C",
+}
+SAMPLE_FIELDS = ("ts", "sensor", "device", "metric", "value", "unit")
+SOURCE_COUNTER = "counter"
+SOURCE_INTEGRATED = "integrated_power"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One tidy sample row: ts (Unix s), sensor, device, metric, value, unit."""
+
+    ts: float
+    sensor: str
+    device: str
+    metric: str
+    value: float
+    unit: str
+
+    def as_csv(self) -> list[str]:
+        """The row as CSV fields; floats in their shortest exact form."""
+        return [repr(self.ts), self.sensor, self.device, self.metric, repr(float(self.value)), self.unit]
+
+
+def counter_delta_ticks(previous: int, current: int, modulus: int) -> int:
+    """Ticks between two readings of a counter that wraps at `modulus` (at most one wrap between them)."""
+    return (current - previous) % modulus
+
+
+def trapezoid_energy_j(ts0: float, power0_w: float, ts1: float, power1_w: float) -> float:
+    """Energy between two power readings, trapezoidal rule."""
+    return 0.5 * (power0_w + power1_w) * (ts1 - ts0)
+
+
+def interpolate_energy_j(points: Sequence[tuple[float, float]], ts: float) -> float:
+    """Cumulative energy at `ts` by linear interpolation of sorted (ts, energy_j) points.
+
+    Outside the sampled span the nearest end value is returned: the profiler
+    measured nothing there, and extrapolating would invent joules.
+    """
+    if not points:
+        raise ValueError("no energy points")
+    times = [p[0] for p in points]
+    i = bisect.bisect_left(times, ts)
+    if i == 0:
+        return points[0][1]
+    if i == len(points):
+        return points[-1][1]
+    (t0, e0), (t1, e1) = points[i - 1], points[i]
+    if t1 == t0:
+        return e1
+    return e0 + (e1 - e0) * (ts - t0) / (t1 - t0)
+
+
+def interval_energy_j(points: Sequence[tuple[float, float]], start_ts: float, end_ts: float) -> float:
+    """Energy of one domain between two times (e.g. a task's start and end) from its cumulative rows."""
+    return interpolate_energy_j(points, end_ts) - interpolate_energy_j(points, start_ts)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation between order statistics."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class _Track:
+    cumulative_j: float = 0.0
+    last_ticks: int | None = None
+    last_power_w: float | None = None
+    last_ts: float | None = None
+    source: str = SOURCE_COUNTER
+
+
+class EnergyAccountant:
+    """Per-sensor state that turns one read's observations into tidy rows.
+
+    Counter -> `energy` (cumulative J) and `power` (delta J / delta t, eq. 5);
+    Power -> `power`, plus integrated `energy` when the domain has no counter;
+    CounterSum -> the members' summed energy and its power; Gauge -> its row.
+    Power from counters is written only for intervals of at least
+    `min_power_interval_s`: a counter read twice within a few ms gives a rate
+    dominated by its update granularity.
+    """
+
+    def __init__(self, sensor: str, min_power_interval_s: float = 0.0) -> None:
+        self.sensor = sensor
+        self.min_power_interval_s = min_power_interval_s
+        self.tracks: dict[str, _Track] = {}
+
+    def sources(self) -> dict[str, str]:
+        """Energy source of each device: `counter` or `integrated_power`."""
+        return {device: track.source for device, track in self.tracks.items()}
+
+    def _row(self, ts: float, device: str, metric: str, value: float) -> Row:
+        return Row(ts, self.sensor, device, metric, value, UNITS[metric])
+
+    def _energy_rows(self, ts: float, device: str, track: _Track, delta_j: float, with_power: bool) -> list[Row]:
+        rows = []
+        first = track.last_ts is None
+        if not first:
+            track.cumulative_j += delta_j
+        rows.append(self._row(ts, device, "energy", track.cumulative_j))
+        if with_power and not first:
+            dt = ts - track.last_ts  # type: ignore[operator]
+            if dt >= self.min_power_interval_s and dt > 0:
+                rows.append(self._row(ts, device, "power", delta_j / dt))
+        track.last_ts = ts
+        return rows
+
+    def rows(self, ts: float, observations: Iterable[Observation]) -> list[Row]:
+        """Rows for one read of this sensor at time `ts`."""
+        out: list[Row] = []
+        sums: list[CounterSum] = []
+        for obs in observations:
+            if isinstance(obs, Counter):
+                track = self.tracks.setdefault(obs.device, _Track(source=SOURCE_COUNTER))
+                delta_j = 0.0
+                if track.last_ticks is not None:
+                    delta_j = counter_delta_ticks(track.last_ticks, obs.ticks, obs.modulus) * obs.joules_per_tick
+                track.last_ticks = obs.ticks
+                out.extend(self._energy_rows(ts, obs.device, track, delta_j, obs.emit_power))
+            elif isinstance(obs, Power):
+                out.append(self._row(ts, obs.device, "power", obs.watts))
+                if obs.integrate:
+                    track = self.tracks.setdefault(obs.device, _Track(source=SOURCE_INTEGRATED))
+                    delta_j = 0.0
+                    if track.last_ts is not None and track.last_power_w is not None:
+                        delta_j = trapezoid_energy_j(track.last_ts, track.last_power_w, ts, obs.watts)
+                    track.last_power_w = obs.watts
+                    out.extend(self._energy_rows(ts, obs.device, track, delta_j, with_power=False))
+            elif isinstance(obs, Gauge):
+                out.append(self._row(ts, obs.device, obs.metric, obs.value))
+            elif isinstance(obs, CounterSum):
+                sums.append(obs)
+        for total in sums:
+            members = [self.tracks[m] for m in total.members if m in self.tracks]
+            if not members:
+                continue
+            track = self.tracks.setdefault(total.device, _Track(source=SOURCE_COUNTER))
+            summed = sum(m.cumulative_j for m in members)
+            delta_j = summed - track.cumulative_j
+            out.extend(self._energy_rows(ts, total.device, track, delta_j, with_power=True))
+            track.cumulative_j = summed
+        return out
+
+
+@dataclass
+class _DomainStats:
+    first: tuple[float, float] | None = None
+    boundary: tuple[float, float] | None = None
+    last: tuple[float, float] | None = None
+    peak_power_w: float | None = None
+
+
+@dataclass
+class _UtilStats:
+    last_ts: float | None = None
+    weighted_pct_s: float = 0.0
+    seconds: float = 0.0
+    rows: int = 0
+
+
+@dataclass
+class SummaryBuilder:
+    """Streams rows into what the summary needs, without keeping them.
+
+    Rows with ts <= `work_start_ts` belong to the idle baseline, later rows to
+    the work. Utilization rows cover the interval since the previous row of
+    the same device and are averaged weighted by that interval's length.
+    """
+
+    work_start_ts: float | None = None
+    energy: dict[tuple[str, str], _DomainStats] = field(default_factory=dict)
+    utilization: dict[tuple[str, str], _UtilStats] = field(default_factory=dict)
+
+    def in_work(self, ts: float) -> bool:
+        """Whether a row at `ts` is past the idle baseline."""
+        return self.work_start_ts is not None and ts > self.work_start_ts
+
+    def add(self, row: Row) -> None:
+        """Account one row."""
+        key = (row.sensor, row.device)
+        work = self.in_work(row.ts)
+        if row.metric == "energy":
+            stats = self.energy.setdefault(key, _DomainStats())
+            point = (row.ts, row.value)
+            if stats.first is None:
+                stats.first = point
+            if not work or stats.boundary is None:
+                # The last idle-phase reading is the baseline's end; a domain
+                # first seen during the work starts its accounting there.
+                stats.boundary = point
+            stats.last = point
+        elif row.metric == "power" and work:
+            stats = self.energy.setdefault(key, _DomainStats())
+            if stats.peak_power_w is None or row.value > stats.peak_power_w:
+                stats.peak_power_w = row.value
+        elif row.metric == "utilization":
+            util = self.utilization.setdefault(key, _UtilStats())
+            if work and util.last_ts is not None:
+                dt = row.ts - util.last_ts
+                util.weighted_pct_s += row.value * dt
+                util.seconds += dt
+                util.rows += 1
+            util.last_ts = row.ts
+
+    def domains(
+        self,
+        sources: dict[tuple[str, str], str],
+        used: dict[tuple[str, str], bool],
+        in_total: set[tuple[str, str]],
+        failed: set[tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """The summary's `domains` list, one entry per energy domain."""
+        out = []
+        for (sensor, device), stats in self.energy.items():
+            if stats.first is None or stats.boundary is None or stats.last is None:
+                continue
+            (t_first, e_first), (t_work, e_work), (t_last, e_last) = stats.first, stats.boundary, stats.last
+            energy_j = e_last - e_work
+            seconds = t_last - t_work
+            idle_seconds = t_work - t_first
+            idle_power_w = (e_work - e_first) / idle_seconds if idle_seconds > 0 else None
+            idle_energy_j = idle_power_w * seconds if idle_power_w is not None else None
+            out.append(
+                {
+                    "sensor": sensor,
+                    "device": device,
+                    "energy_j": energy_j,
+                    "source": sources.get((sensor, device), SOURCE_COUNTER),
+                    "avg_power_w": energy_j / seconds if seconds > 0 else None,
+                    "peak_power_w": stats.peak_power_w,
+                    "idle_power_w": idle_power_w,
+                    "idle_energy_j": idle_energy_j,
+                    "dynamic_energy_j": energy_j - idle_energy_j if idle_energy_j is not None else None,
+                    "used": used.get((sensor, device), True),
+                    "in_total": (sensor, device) in in_total,
+                    "complete": (sensor, device) not in failed,
+                    "start_ts": t_work,
+                    "end_ts": t_last,
+                }
+            )
+        out.sort(key=lambda d: (d["sensor"], _device_order(d["device"])))
+        return out
+
+    def utilizations(self) -> list[dict[str, Any]]:
+        """The summary's `utilization` list: time-weighted average over the work."""
+        out = [
+            {"sensor": sensor, "device": device, "avg_pct": stats.weighted_pct_s / stats.seconds}
+            for (sensor, device), stats in self.utilization.items()
+            if stats.seconds > 0
+        ]
+        out.sort(key=lambda d: (d["sensor"], _device_order(d["device"])))
+        return out
+
+
+def _device_order(device: str) -> tuple[str, int]:
+    """Sort `cpu2` before `cpu10`."""
+    head = device.rstrip("0123456789")
+    tail = device[len(head):]
+    return (head, int(tail) if tail else -1)
+
+
+def totals(domains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Node energy: the sum of the domains that do not overlap (packages or psys, DRAM, every GPU)."""
+    parts = [d for d in domains if d["in_total"]]
+    if not parts:
+        return {"energy_j": None, "idle_energy_j": None, "dynamic_energy_j": None, "domains": []}
+    idle = [d["idle_energy_j"] for d in parts]
+    idle_j = sum(idle) if all(v is not None for v in idle) else None
+    energy_j = sum(d["energy_j"] for d in parts)
+    return {
+        "energy_j": energy_j,
+        "idle_energy_j": idle_j,
+        "dynamic_energy_j": energy_j - idle_j if idle_j is not None else None,
+        "domains": [f"{d['sensor']}:{d['device']}" for d in parts],
+    }
+
+
+def carbon_estimate(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[str, Any] | None:
+    """Offline CO2e estimate: measured energy times a fixed grid intensity (None without an intensity)."""
+    if intensity_g_per_kwh is None:
+        return None
+    if energy_j is None:
+        return {
+            "g_co2e": None,
+            "intensity_g_per_kwh": intensity_g_per_kwh,
+            "note": "no energy was measured on this node, so there is no estimate",
+        }
+    return {
+        "g_co2e": energy_j / 3.6e6 * intensity_g_per_kwh,
+        "intensity_g_per_kwh": intensity_g_per_kwh,
+        "note": (
+            f"estimate: measured energy ({energy_j:.1f} J, the domains in `total`) x "
+            f"{intensity_g_per_kwh:g} gCO2e/kWh; excludes what is not measured "
+            "(memory outside RAPL, disks, fans, power-supply losses)"
+        ),
+    }
