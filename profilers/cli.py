@@ -48,8 +48,12 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
     domains = summary["domains"]
     if domains:
         for d in domains:
-            idle = "" if d["idle_power_w"] is None else (
-                f"  idle {_fmt(d['idle_power_w'], 'W')}  dynamic {_fmt(d['dynamic_energy_j'], 'J')}"
+            idle = (
+                ""
+                if d["idle_power_w"] is None
+                else (
+                    f"  idle {_fmt(d['idle_power_w'], 'W')}  dynamic {_fmt(d['dynamic_energy_j'], 'J')}"
+                )
             )
             lines.append(
                 f"  energy  {d['sensor']:<8} {d['device']:<10} {_fmt(d['energy_j'], 'J'):>12}  "
@@ -57,9 +61,13 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
             )
         total = summary["total"]
         if total["energy_j"] is not None:
-            lines.append(f"  total   {_fmt(total['energy_j'], 'J')} ({', '.join(total['domains'])})")
+            lines.append(
+                f"  total   {_fmt(total['energy_j'], 'J')} ({', '.join(total['domains'])})"
+            )
     else:
-        lines.append("  energy  unavailable: no energy sensor could be read on this machine (see below)")
+        lines.append(
+            "  energy  unavailable: no energy sensor could be read on this machine (see below)"
+        )
     carbon = summary["carbon"]
     if carbon is not None:
         grams = "-" if carbon["g_co2e"] is None else f"{carbon['g_co2e']:.3g} gCO2e"
@@ -77,18 +85,30 @@ def profile(
         None, metavar="-- CMD [ARGS]...", help="The command to profile and its arguments."
     ),
     hz: float = typer.Option(1.0, "--hz", help="Samples per second."),
-    out: Path = typer.Option(Path("greenkd-profile"), "--out", "-o", help="Directory for the samples, marks and summary."),
+    out: Path = typer.Option(
+        Path("greenkd-profile"), "--out", "-o", help="Directory for the samples, marks and summary."
+    ),
     idle_seconds: float = typer.Option(
-        0.0, "--idle-seconds", help="Idle baseline sampled before the command starts (splits idle from dynamic energy)."
+        0.0,
+        "--idle-seconds",
+        help="Idle baseline sampled before the command starts (splits idle from dynamic energy).",
     ),
     gpus: str | None = typer.Option(
-        None, "--gpus", help="NVML indices the command uses, e.g. 0,1 or 0-3; every GPU is still measured."
+        None,
+        "--gpus",
+        help="NVML indices the command uses, e.g. 0,1 or 0-3; every GPU is still measured.",
     ),
     carbon_intensity: float | None = typer.Option(
-        None, "--carbon-intensity", help="Grid gCO2e/kWh for an offline estimate (else $GREENKD_CARBON_INTENSITY)."
+        None,
+        "--carbon-intensity",
+        help="Grid gCO2e/kWh for an offline estimate (else $GREENKD_CARBON_INTENSITY).",
     ),
-    samples_name: str = typer.Option("samples.csv", "--samples-name", help="File name of the samples."),
-    summary_name: str = typer.Option("summary.json", "--summary-name", help="File name of the summary."),
+    samples_name: str = typer.Option(
+        "samples.csv", "--samples-name", help="File name of the samples."
+    ),
+    summary_name: str = typer.Option(
+        "summary.json", "--summary-name", help="File name of the summary."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table at the end."),
 ) -> None:
     """Run a command under the profiler: samples.csv, marks.csv and summary.json in --out; exits with its code."""
@@ -112,17 +132,30 @@ def profile(
     raise typer.Exit(code)
 
 
-def sensors(as_json: bool = typer.Option(False, "--json", help="Print the statuses as JSON.")) -> None:
+def sensors(
+    as_json: bool = typer.Option(False, "--json", help="Print the statuses as JSON."),
+) -> None:
     """Say which sensors can be read here, and for each one that cannot, why and the fix."""
     opened, statuses = open_sensors(SensorRoots())
     for sensor in opened:
         sensor.close()
     if as_json:
-        print(json.dumps([
-            {"sensor": s.sensor, "available": s.available, "detail": s.detail, "reason": s.reason, "fix": s.fix,
-             "problems": [p.as_dict() for p in s.problems]}
-            for s in statuses
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "sensor": s.sensor,
+                        "available": s.available,
+                        "detail": s.detail,
+                        "reason": s.reason,
+                        "fix": s.fix,
+                        "problems": [p.as_dict() for p in s.problems],
+                    }
+                    for s in statuses
+                ],
+                indent=2,
+            )
+        )
         return
     for s in statuses:
         state = "available" if s.available else ("not used" if s.reason is None else "unavailable")

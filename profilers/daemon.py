@@ -69,7 +69,9 @@ def carbon_intensity(value: float | None) -> float | None:
         try:
             value = float(text)
         except ValueError as exc:
-            raise GreenkdError(f"GREENKD_CARBON_INTENSITY must be gCO2e per kWh, got {text!r}") from exc
+            raise GreenkdError(
+                f"GREENKD_CARBON_INTENSITY must be gCO2e per kWh, got {text!r}"
+            ) from exc
     return _positive_float("the carbon intensity (gCO2e/kWh)", value, allow_zero=True)
 
 
@@ -101,7 +103,9 @@ class Profiler:
             if not name or Path(name).name != name:
                 raise GreenkdError(f"the {what} file name must be a plain file name, got {name!r}")
         if len(set(names.values())) != len(names):
-            raise GreenkdError(f"samples, summary and marks need three different names, got {names}")
+            raise GreenkdError(
+                f"samples, summary and marks need three different names, got {names}"
+            )
         self.out = Path(out)
         self.samples_path = self.out / samples_name
         self.summary_path = self.out / summary_name
@@ -170,11 +174,15 @@ class Profiler:
             self._samples_file = open(self.samples_path, "w", newline="")  # noqa: SIM115 (closed in stop)
             self._marks_file = open(self.marks_path, "w", newline="")  # noqa: SIM115
         except OSError as exc:
-            raise GreenkdError(f"cannot write the profile to {self.out}: {exc.strerror or exc}") from exc
+            raise GreenkdError(
+                f"cannot write the profile to {self.out}: {exc.strerror or exc}"
+            ) from exc
         self._sensors, self._statuses = open_sensors(self.roots, self.gpus, self._nvml)
         self._all_sensors = list(self._sensors)
         # Counter power over less than a fifth of a period is mostly update granularity.
-        self._accountants = {s.name: energy.EnergyAccountant(s.name, 0.2 / self.hz) for s in self._sensors}
+        self._accountants = {
+            s.name: energy.EnergyAccountant(s.name, 0.2 / self.hz) for s in self._sensors
+        }
         self._writer = csv.writer(self._samples_file, lineterminator="\n")
         self._writer.writerow(energy.SAMPLE_FIELDS)
         self._samples_file.flush()
@@ -229,7 +237,9 @@ class Profiler:
             if handle is not None:
                 handle.close()
         if self._crash is not None:
-            self._reasons.append(f"the sampler crashed: {self._crash.__class__.__name__}: {self._crash}")
+            self._reasons.append(
+                f"the sampler crashed: {self._crash.__class__.__name__}: {self._crash}"
+            )
         self._summary = self._build_summary(final=True)
         write_json_atomic(self.summary_path, self._summary)
         if self._crash is not None:
@@ -272,7 +282,9 @@ class Profiler:
             self._sample()
             if self._work_start_ts is None:
                 self._begin_work()
-        except BaseException as exc:  # surfaced by stop(): the summary says so, then it is re-raised
+        except (
+            BaseException
+        ) as exc:  # surfaced by stop(): the summary says so, then it is re-raised
             self._crash = exc
         finally:
             self._cpu_s = time.thread_time() - cpu_start
@@ -305,7 +317,9 @@ class Profiler:
                     kept.append(obs)
             reads.append((sensor.name, ts, kept))
         with self._lock:
-            rows = [row for name, ts, kept in reads for row in self._accountants[name].rows(ts, kept)]
+            rows = [
+                row for name, ts, kept in reads for row in self._accountants[name].rows(ts, kept)
+            ]
             for row in rows:
                 self._writer.writerow(row.as_csv())
                 self._builder.add(row)
@@ -343,7 +357,9 @@ class Profiler:
             lateness_ms = [1000.0 * s for s in self._lateness_s]
         start_ts = self._work_start_ts
         end_ts = self._last_ts
-        measured_idle = self.idle_seconds > 0 and start_ts is not None and self._first_ts is not None
+        measured_idle = (
+            self.idle_seconds > 0 and start_ts is not None and self._first_ts is not None
+        )
         total = energy.totals(domains)
         nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
         summary: dict[str, Any] = {
@@ -351,7 +367,9 @@ class Profiler:
             "reason": "; ".join(reasons) if reasons else None,
             "start_ts": start_ts,
             "end_ts": end_ts,
-            "duration_s": end_ts - start_ts if start_ts is not None and end_ts is not None else None,
+            "duration_s": end_ts - start_ts
+            if start_ts is not None and end_ts is not None
+            else None,
             "hz": self.hz,
             "samples": ticks,
             "idle": {
@@ -364,13 +382,22 @@ class Profiler:
             "utilization": utilization,
             "gpus": {
                 "selected": self.gpus,
-                "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"]) if nvml_domains else None,
+                "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"])
+                if nvml_domains
+                else None,
                 "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
             },
-            "missing": [p.as_dict() for p in [*missing_from(self._statuses), *self._runtime_missing]],
+            "missing": [
+                p.as_dict() for p in [*missing_from(self._statuses), *self._runtime_missing]
+            ],
             "carbon": energy.carbon_estimate(total["energy_j"], self.carbon_intensity_g_per_kwh),
             "sensors": [
-                {"sensor": s.sensor, "available": s.available, "detail": s.detail, "reason": s.reason}
+                {
+                    "sensor": s.sensor,
+                    "available": s.available,
+                    "detail": s.detail,
+                    "reason": s.reason,
+                }
                 for s in self._statuses
             ],
             "sampling": {
@@ -430,10 +457,19 @@ def run_command(
     """
     argv = list(argv)
     if not argv:
-        raise GreenkdError("no command to profile: give one after `--`, e.g. `greenkd profile -- python train.py`")
+        raise GreenkdError(
+            "no command to profile: give one after `--`, e.g. `greenkd profile -- python train.py`"
+        )
     executable = _resolve(argv[0])
     profiler = Profiler(
-        out, hz, idle_seconds, gpus, samples_name, summary_name, carbon_intensity_g_per_kwh, **options
+        out,
+        hz,
+        idle_seconds,
+        gpus,
+        samples_name,
+        summary_name,
+        carbon_intensity_g_per_kwh,
+        **options,
     )
     profiler.record_command(argv)
     on_main = threading.current_thread() is threading.main_thread()
@@ -449,7 +485,10 @@ def run_command(
                 signum = signal.sigtimedwait(early, 0)
                 number = signum.si_signo if signum is not None else min(early)
                 name = signal.Signals(number).name
-                profiler.stop(reason=f"interrupted by {name} before the command started", exit_code=128 + number)
+                profiler.stop(
+                    reason=f"interrupted by {name} before the command started",
+                    exit_code=128 + number,
+                )
                 return 128 + number
         try:
             pid = os.posix_spawn(

@@ -46,7 +46,14 @@ class Row:
 
     def as_csv(self) -> list[str]:
         """The row as CSV fields; floats in their shortest exact form."""
-        return [repr(self.ts), self.sensor, self.device, self.metric, repr(float(self.value)), self.unit]
+        return [
+            repr(self.ts),
+            self.sensor,
+            self.device,
+            self.metric,
+            repr(float(self.value)),
+            self.unit,
+        ]
 
 
 def counter_delta_ticks(previous: int, current: int, modulus: int) -> int:
@@ -79,7 +86,9 @@ def interpolate_energy_j(points: Sequence[tuple[float, float]], ts: float) -> fl
     return e0 + (e1 - e0) * (ts - t0) / (t1 - t0)
 
 
-def interval_energy_j(points: Sequence[tuple[float, float]], start_ts: float, end_ts: float) -> float:
+def interval_energy_j(
+    points: Sequence[tuple[float, float]], start_ts: float, end_ts: float
+) -> float:
     """Energy of one domain between two times (e.g. a task's start and end) from its cumulative rows."""
     return interpolate_energy_j(points, end_ts) - interpolate_energy_j(points, start_ts)
 
@@ -127,7 +136,9 @@ class EnergyAccountant:
     def _row(self, ts: float, device: str, metric: str, value: float) -> Row:
         return Row(ts, self.sensor, device, metric, value, UNITS[metric])
 
-    def _energy_rows(self, ts: float, device: str, track: _Track, delta_j: float, with_power: bool) -> list[Row]:
+    def _energy_rows(
+        self, ts: float, device: str, track: _Track, delta_j: float, with_power: bool
+    ) -> list[Row]:
         rows = []
         first = track.last_ts is None
         if not first:
@@ -149,7 +160,10 @@ class EnergyAccountant:
                 track = self.tracks.setdefault(obs.device, _Track(source=SOURCE_COUNTER))
                 delta_j = 0.0
                 if track.last_ticks is not None:
-                    delta_j = counter_delta_ticks(track.last_ticks, obs.ticks, obs.modulus) * obs.joules_per_tick
+                    delta_j = (
+                        counter_delta_ticks(track.last_ticks, obs.ticks, obs.modulus)
+                        * obs.joules_per_tick
+                    )
                 track.last_ticks = obs.ticks
                 out.extend(self._energy_rows(ts, obs.device, track, delta_j, obs.emit_power))
             elif isinstance(obs, Power):
@@ -158,7 +172,9 @@ class EnergyAccountant:
                     track = self.tracks.setdefault(obs.device, _Track(source=SOURCE_INTEGRATED))
                     delta_j = 0.0
                     if track.last_ts is not None and track.last_power_w is not None:
-                        delta_j = trapezoid_energy_j(track.last_ts, track.last_power_w, ts, obs.watts)
+                        delta_j = trapezoid_energy_j(
+                            track.last_ts, track.last_power_w, ts, obs.watts
+                        )
                     track.last_power_w = obs.watts
                     out.extend(self._energy_rows(ts, obs.device, track, delta_j, with_power=False))
             elif isinstance(obs, Gauge):
@@ -249,7 +265,11 @@ class SummaryBuilder:
         for (sensor, device), stats in self.energy.items():
             if stats.first is None or stats.boundary is None or stats.last is None:
                 continue
-            (t_first, e_first), (t_work, e_work), (t_last, e_last) = stats.first, stats.boundary, stats.last
+            (t_first, e_first), (t_work, e_work), (t_last, e_last) = (
+                stats.first,
+                stats.boundary,
+                stats.last,
+            )
             energy_j = e_last - e_work
             seconds = t_last - t_work
             idle_seconds = t_work - t_first
@@ -265,7 +285,9 @@ class SummaryBuilder:
                     "peak_power_w": stats.peak_power_w,
                     "idle_power_w": idle_power_w,
                     "idle_energy_j": idle_energy_j,
-                    "dynamic_energy_j": energy_j - idle_energy_j if idle_energy_j is not None else None,
+                    "dynamic_energy_j": energy_j - idle_energy_j
+                    if idle_energy_j is not None
+                    else None,
                     "used": used.get((sensor, device), True),
                     "in_total": (sensor, device) in in_total,
                     "complete": (sensor, device) not in failed,
@@ -290,7 +312,7 @@ class SummaryBuilder:
 def _device_order(device: str) -> tuple[str, int]:
     """Sort `cpu2` before `cpu10`."""
     head = device.rstrip("0123456789")
-    tail = device[len(head):]
+    tail = device[len(head) :]
     return (head, int(tail) if tail else -1)
 
 
@@ -310,7 +332,9 @@ def totals(domains: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def carbon_estimate(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[str, Any] | None:
+def carbon_estimate(
+    energy_j: float | None, intensity_g_per_kwh: float | None
+) -> dict[str, Any] | None:
     """Offline CO2e estimate: measured energy times a fixed grid intensity (None without an intensity)."""
     if intensity_g_per_kwh is None:
         return None

@@ -128,7 +128,11 @@ class _MsrFs:
 
     def readdir(self, path: str, fh: int) -> list[str]:
         if path == "/":
-            return [".", "..", *(str(c) for c in sorted(self.machine.cpus) if c not in self.machine.vanished)]
+            return [
+                ".",
+                "..",
+                *(str(c) for c in sorted(self.machine.cpus) if c not in self.machine.vanished),
+            ]
         return [".", "..", "msr"]
 
     def open(self, path: str, flags: int) -> int:
@@ -176,7 +180,9 @@ def mounted_msr(machine: MsrMachine, mountpoint: Path) -> Iterator[Path]:
     def serve() -> None:
         try:
             # direct_io: without it the kernel caches the 0-byte size and reads return nothing.
-            mfusepy.FUSE(_MsrFs(machine), str(mountpoint), foreground=True, nothreads=True, direct_io=True)
+            mfusepy.FUSE(
+                _MsrFs(machine), str(mountpoint), foreground=True, nothreads=True, direct_io=True
+            )
         except BaseException as exc:
             failure.append(exc)
 
@@ -185,12 +191,16 @@ def mounted_msr(machine: MsrMachine, mountpoint: Path) -> Iterator[Path]:
     deadline = time.monotonic() + 10
     while not os.path.ismount(mountpoint):
         if failure or not thread.is_alive() or time.monotonic() > deadline:
-            pytest.skip(f"cannot mount the FUSE msr fake at {mountpoint}: {failure[0] if failure else 'no mount'}")
+            pytest.skip(
+                f"cannot mount the FUSE msr fake at {mountpoint}: {failure[0] if failure else 'no mount'}"
+            )
         time.sleep(0.01)
     try:
         yield mountpoint
     finally:
-        result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True
+        )
         if result.returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
         thread.join(timeout=10)
@@ -214,7 +224,14 @@ def write_topology(sysfs: Path, cpus: dict[int, tuple[int, int]]) -> None:
 def proc_stat_text(cpus: dict[str, list[int]]) -> str:
     """/proc/stat text: `cpu` and `cpuN` lines (user nice system idle iowait irq softirq steal guest guest_nice)."""
     lines = [f"{name} {' '.join(str(v) for v in values)}" for name, values in cpus.items()]
-    lines += ["intr 0", "ctxt 1000", "btime 1700000000", "processes 10", "procs_running 1", "procs_blocked 0"]
+    lines += [
+        "intr 0",
+        "ctxt 1000",
+        "btime 1700000000",
+        "processes 10",
+        "procs_running 1",
+        "procs_blocked 0",
+    ]
     return "\n".join(lines) + "\n"
 
 

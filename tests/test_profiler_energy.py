@@ -84,8 +84,20 @@ def test_power_only_domain_is_integrated_and_labelled():
 
 def test_counter_domain_keeps_the_sensors_own_power_reading():
     acc = EnergyAccountant("nvml")
-    acc.rows(0.0, [Power("gpu0", 80.0, integrate=False), Counter("gpu0", 1000, 1e-3, 2**64, emit_power=False)])
-    rows = acc.rows(1.0, [Power("gpu0", 90.0, integrate=False), Counter("gpu0", 86_000, 1e-3, 2**64, emit_power=False)])
+    acc.rows(
+        0.0,
+        [
+            Power("gpu0", 80.0, integrate=False),
+            Counter("gpu0", 1000, 1e-3, 2**64, emit_power=False),
+        ],
+    )
+    rows = acc.rows(
+        1.0,
+        [
+            Power("gpu0", 90.0, integrate=False),
+            Counter("gpu0", 86_000, 1e-3, 2**64, emit_power=False),
+        ],
+    )
     assert _values(rows, "gpu0", "power") == [90.0]
     assert _values(rows, "gpu0", "energy") == [pytest.approx(85.0)]
     assert acc.sources() == {"gpu0": "counter"}
@@ -94,8 +106,22 @@ def test_counter_domain_keeps_the_sensors_own_power_reading():
 def test_cores_sum_adds_wrap_corrected_cores():
     acc = EnergyAccountant("msr")
     members = ("core0", "core1")
-    acc.rows(0.0, [Counter("core0", WRAP - 1, 1.0, WRAP), Counter("core1", 5, 1.0, WRAP), CounterSum("cores", members)])
-    rows = acc.rows(2.0, [Counter("core0", 9, 1.0, WRAP), Counter("core1", 25, 1.0, WRAP), CounterSum("cores", members)])
+    acc.rows(
+        0.0,
+        [
+            Counter("core0", WRAP - 1, 1.0, WRAP),
+            Counter("core1", 5, 1.0, WRAP),
+            CounterSum("cores", members),
+        ],
+    )
+    rows = acc.rows(
+        2.0,
+        [
+            Counter("core0", 9, 1.0, WRAP),
+            Counter("core1", 25, 1.0, WRAP),
+            CounterSum("cores", members),
+        ],
+    )
     assert _values(rows, "cores", "energy") == [30.0]  # 10 J (across the wrap) + 20 J
     assert _values(rows, "cores", "power") == [15.0]
 
@@ -135,7 +161,9 @@ def test_summary_without_idle_baseline_has_no_split():
 
 def test_utilization_average_is_weighted_by_interval_length():
     builder = SummaryBuilder(work_start_ts=0.0)
-    builder.add(Row(0.0, "procstat", "cpu", "utilization", 99.0, "%"))  # idle-phase row: not averaged
+    builder.add(
+        Row(0.0, "procstat", "cpu", "utilization", 99.0, "%")
+    )  # idle-phase row: not averaged
     builder.add(Row(1.0, "procstat", "cpu", "utilization", 100.0, "%"))  # covers 1 s
     builder.add(Row(4.0, "procstat", "cpu", "utilization", 20.0, "%"))  # covers 3 s
     (util,) = builder.utilizations()
@@ -144,9 +172,27 @@ def test_utilization_average_is_weighted_by_interval_length():
 
 def test_totals_add_only_non_overlapping_domains():
     domains = [
-        {"sensor": "msr", "device": "package0", "energy_j": 100.0, "idle_energy_j": 40.0, "in_total": True},
-        {"sensor": "msr", "device": "cores", "energy_j": 70.0, "idle_energy_j": 20.0, "in_total": False},
-        {"sensor": "nvml", "device": "gpu0", "energy_j": 300.0, "idle_energy_j": 100.0, "in_total": True},
+        {
+            "sensor": "msr",
+            "device": "package0",
+            "energy_j": 100.0,
+            "idle_energy_j": 40.0,
+            "in_total": True,
+        },
+        {
+            "sensor": "msr",
+            "device": "cores",
+            "energy_j": 70.0,
+            "idle_energy_j": 20.0,
+            "in_total": False,
+        },
+        {
+            "sensor": "nvml",
+            "device": "gpu0",
+            "energy_j": 300.0,
+            "idle_energy_j": 100.0,
+            "in_total": True,
+        },
     ]
     total = totals(domains)
     assert total["energy_j"] == 400.0

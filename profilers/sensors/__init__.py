@@ -40,7 +40,9 @@ def open_sensors(
     if msr_status.available:
         sensors.append(msr)
         statuses.append(
-            Status("powercap", False, detail="not used: the AMD MSRs are read directly", reason=None)
+            Status(
+                "powercap", False, detail="not used: the AMD MSRs are read directly", reason=None
+            )
         )
     else:
         msr.close()

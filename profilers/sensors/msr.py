@@ -54,7 +54,7 @@ def fix_permission(python: str | None = None) -> str:
     exe = python or os.path.realpath(sys.executable)
     return (
         "give a group read access and Python CAP_SYS_RAWIO (the msr driver checks both): "
-        "`groupadd -f msr && echo 'SUBSYSTEM==\"msr\", KERNEL==\"msr[0-9]*\", GROUP=\"msr\", MODE=\"0640\"' "
+        '`groupadd -f msr && echo \'SUBSYSTEM=="msr", KERNEL=="msr[0-9]*", GROUP="msr", MODE="0640"\' '
         "> /etc/udev/rules.d/99-msr.rules && udevadm control --reload && udevadm trigger --subsystem-match=msr "
         f"&& usermod -aG msr $USER && setcap cap_sys_rawio=ep {exe}` (as root; log in again), or run as root"
     )
@@ -253,7 +253,9 @@ class MsrSensor(Sensor):
         if domain.reader is not None:
             try:
                 raw = self._read(domain.reader, domain.register)
-                return Counter(domain.device, energy_ticks(raw), domain.joules_per_tick, COUNTER_MODULUS)
+                return Counter(
+                    domain.device, energy_ticks(raw), domain.joules_per_tick, COUNTER_MODULUS
+                )
             except OSError as exc:
                 domain.tried = [f"cpu{domain.reader}: {describe_os_error(exc)}"]
                 domain.readers = [c for c in domain.readers if c != domain.reader]
@@ -261,7 +263,9 @@ class MsrSensor(Sensor):
         # The reader went away: any other CPU of the package/core reads the same counter.
         raw = self._select_reader(domain)
         if raw is not None:
-            return Counter(domain.device, energy_ticks(raw), domain.joules_per_tick, COUNTER_MODULUS)
+            return Counter(
+                domain.device, energy_ticks(raw), domain.joules_per_tick, COUNTER_MODULUS
+            )
         domain.failed = True
         return Fault(
             domain.device,

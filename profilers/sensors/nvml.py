@@ -46,7 +46,9 @@ class NvmlSensor(Sensor):
 
     name = "nvml"
 
-    def __init__(self, gpus: list[int] | tuple[int, ...] | None = None, nvml: ModuleType | Any = None) -> None:
+    def __init__(
+        self, gpus: list[int] | tuple[int, ...] | None = None, nvml: ModuleType | Any = None
+    ) -> None:
         self.used = None if gpus is None else tuple(gpus)
         self._nv = nvml
         self._gpus: list[_Gpu] = []
@@ -120,7 +122,11 @@ class NvmlSensor(Sensor):
                     uuid = None
                 if not self._supported(nv.nvmlDeviceGetPowerUsage, handle):
                     problems.append(
-                        Problem(self.name, f"gpu{index}: NVML reports no power reading", "none: the GPU does not measure power")
+                        Problem(
+                            self.name,
+                            f"gpu{index}: NVML reports no power reading",
+                            "none: the GPU does not measure power",
+                        )
                     )
                     continue
                 gauges = tuple(
@@ -129,7 +135,11 @@ class NvmlSensor(Sensor):
                         ("utilization", nv.nvmlDeviceGetUtilizationRates, (handle,)),
                         ("memory_used", nv.nvmlDeviceGetMemoryInfo, (handle,)),
                         ("clock_sm", nv.nvmlDeviceGetClockInfo, (handle, nv.NVML_CLOCK_SM)),
-                        ("temperature", nv.nvmlDeviceGetTemperature, (handle, nv.NVML_TEMPERATURE_GPU)),
+                        (
+                            "temperature",
+                            nv.nvmlDeviceGetTemperature,
+                            (handle, nv.NVML_TEMPERATURE_GPU),
+                        ),
                     )
                     if self._supported(call, *args)
                 )
@@ -150,11 +160,18 @@ class NvmlSensor(Sensor):
             for index in self.used:
                 if index not in known:
                     problems.append(
-                        Problem(self.name, f"gpu{index} was requested but NVML has no such GPU", "use NVML indices (`nvidia-smi -L`)")
+                        Problem(
+                            self.name,
+                            f"gpu{index} was requested but NVML has no such GPU",
+                            "use NVML indices (`nvidia-smi -L`)",
+                        )
                     )
         if not self._gpus:
             return Status(
-                self.name, False, reason="NVML: no NVIDIA GPU found", fix="none needed on a machine without GPUs",
+                self.name,
+                False,
+                reason="NVML: no NVIDIA GPU found",
+                fix="none needed on a machine without GPUs",
                 problems=tuple(problems),
             )
         counters = sum(g.has_energy for g in self._gpus)
@@ -168,19 +185,42 @@ class NvmlSensor(Sensor):
         nv = self._nv
         device = f"gpu{gpu.index}"
         h = gpu.handle
-        out: list[Observation] = [Power(device, nv.nvmlDeviceGetPowerUsage(h) / 1000.0, integrate=not gpu.has_energy)]
+        out: list[Observation] = [
+            Power(device, nv.nvmlDeviceGetPowerUsage(h) / 1000.0, integrate=not gpu.has_energy)
+        ]
         if gpu.has_energy:
             # mJ since the driver loaded, 64 bits; NVML's own power reading is kept as the power row.
-            out.append(Counter(device, int(nv.nvmlDeviceGetTotalEnergyConsumption(h)), 1e-3, 2**64, emit_power=False))
+            out.append(
+                Counter(
+                    device,
+                    int(nv.nvmlDeviceGetTotalEnergyConsumption(h)),
+                    1e-3,
+                    2**64,
+                    emit_power=False,
+                )
+            )
         if "utilization" in gpu.gauges:
-            out.append(Gauge(device, "utilization", float(nv.nvmlDeviceGetUtilizationRates(h).gpu), "%"))
+            out.append(
+                Gauge(device, "utilization", float(nv.nvmlDeviceGetUtilizationRates(h).gpu), "%")
+            )
         if "memory_used" in gpu.gauges:
-            out.append(Gauge(device, "memory_used", nv.nvmlDeviceGetMemoryInfo(h).used / MIB, "MiB"))
+            out.append(
+                Gauge(device, "memory_used", nv.nvmlDeviceGetMemoryInfo(h).used / MIB, "MiB")
+            )
         if "clock_sm" in gpu.gauges:
-            out.append(Gauge(device, "clock_sm", float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)), "MHz"))
+            out.append(
+                Gauge(
+                    device, "clock_sm", float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)), "MHz"
+                )
+            )
         if "temperature" in gpu.gauges:
             out.append(
-                Gauge(device, "temperature", float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)), "C")
+                Gauge(
+                    device,
+                    "temperature",
+                    float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+                    "C",
+                )
             )
         return out
 
@@ -195,8 +235,11 @@ class NvmlSensor(Sensor):
             except self._nv.NVMLError as exc:
                 gpu.failed = True
                 observations.append(
-                    Fault(f"gpu{gpu.index}", f"gpu{gpu.index}: NVML stopped answering ({exc})",
-                          "check `nvidia-smi`; the readings up to here are kept")
+                    Fault(
+                        f"gpu{gpu.index}",
+                        f"gpu{gpu.index}: NVML stopped answering ({exc})",
+                        "check `nvidia-smi`; the readings up to here are kept",
+                    )
                 )
         return observations
 

@@ -97,7 +97,9 @@ class PowercapSensor(Sensor):
                 if match:
                     entries.append((int(match.group(1)), match.group(2), entry))
         if not entries:
-            return Status(self.name, False, reason=f"no {self.root}/intel-rapl:* zones", fix=FIX_MISSING)
+            return Status(
+                self.name, False, reason=f"no {self.root}/intel-rapl:* zones", fix=FIX_MISSING
+            )
         zones: list[_Zone] = []
         problems: list[Problem] = []
         for package, sub, path in entries:
@@ -120,7 +122,13 @@ class PowercapSensor(Sensor):
             zones.append(zone)
         self._zones = self._drop_mirrors(zones)
         if not self._zones:
-            return Status(self.name, False, reason="no readable RAPL zone", fix=FIX_MISSING, problems=tuple(problems))
+            return Status(
+                self.name,
+                False,
+                reason="no readable RAPL zone",
+                fix=FIX_MISSING,
+                problems=tuple(problems),
+            )
         names = ", ".join(z.device for z in self._zones)
         detail = f"{len(self._zones)} zone(s) under {self.root}: {names}"
         if self._mirrors:
@@ -164,8 +172,11 @@ class PowercapSensor(Sensor):
                 zone.failed = True
                 why = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
                 observations.append(
-                    Fault(zone.device, f"{zone.device}: {zone.path}/energy_uj stopped answering ({why})",
-                          "the readings up to here are kept")
+                    Fault(
+                        zone.device,
+                        f"{zone.device}: {zone.path}/energy_uj stopped answering ({why})",
+                        "the readings up to here are kept",
+                    )
                 )
                 continue
             observations.append(Counter(zone.device, uj, 1e-6, zone.modulus))
@@ -184,4 +195,3 @@ class PowercapSensor(Sensor):
             if zone.fd is not None:
                 os.close(zone.fd)
                 zone.fd = None
-

@@ -78,7 +78,9 @@ class ProcStatSensor(Sensor):
             ) from exc
         times = parse_proc_stat(text)
         if "cpu" not in times:
-            raise SensorError(f"{self.path} has no `cpu` line", "point GREENKD_PROC_STAT at /proc/stat")
+            raise SensorError(
+                f"{self.path} has no `cpu` line", "point GREENKD_PROC_STAT at /proc/stat"
+            )
         return times
 
     def probe(self) -> Status:

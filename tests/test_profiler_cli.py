@@ -1,0 +1,317 @@
+"""`greenkd profile` and `greenkd sensors`, run as the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from profiler_fakes import (
+    MsrMachine,
+    fuse_unavailable_reason,
+    mounted_msr,
+    write_proc_stat,
+    write_topology,
+)
+
+GREENKD = [sys.executable, "-m", "greenkd.cli"]
+
+# A child that counts the SIGINT/SIGTERM it receives and exits with 10 + count,
+# so a test can tell "forwarded once" from "delivered twice".
+COUNT_SIGNALS = """
+import signal, sys, time
+n = 0
+def on_signal(signum, frame):
+    global n
+    n += 1
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+print("ready", flush=True)
+while n == 0:
+    time.sleep(0.01)
+time.sleep(0.5)  # room for a duplicate to arrive
+sys.exit(10 + n)
+"""
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # No energy sensors, whatever the machine has: the tests below are about the command's life cycle.
+    env.update(
+        GREENKD_MSR_ROOT=str(tmp_path / "no-msr"), GREENKD_SYSFS_ROOT=str(tmp_path / "no-sys")
+    )
+    env.update(extra)
+    return env
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def _sample_rows(out: Path) -> list[list[str]]:
+    with (out / "samples.csv").open() as f:
+        return list(csv.reader(f))[1:]
+
+
+def test_busy_loop_utilisation_agrees_with_psutil_and_energy_is_said_unavailable(tmp_path):
+    busy = (
+        "import json, psutil, time\n"
+        "psutil.cpu_percent(None)\n"
+        "t = time.time()\n"
+        "while time.time() - t < 5: pass\n"
+        "print(json.dumps({'psutil_pct': psutil.cpu_percent(None)}))\n"
+    )
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*GREENKD, "profile", "--out", str(out), "--", sys.executable, "-c", busy],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    psutil_pct = json.loads(result.stdout)["psutil_pct"]
+    summary = _summary(out)
+    (overall,) = [
+        u for u in summary["utilization"] if u["sensor"] == "procstat" and u["device"] == "cpu"
+    ]
+    assert abs(overall["avg_pct"] - psutil_pct) <= 5.0, (overall, psutil_pct)
+    assert summary["status"] == "complete" and summary["exit_code"] == 0
+    assert summary["command"][-2] == "-c"
+    missing = {m["sensor"]: m for m in summary["missing"]}
+    assert "msr kernel module is not loaded" in missing["msr"]["reason"]
+    assert "modprobe msr" in missing["msr"]["fix"]
+    if not any(d["sensor"] == "nvml" for d in summary["domains"]):
+        assert summary["domains"] == []
+        assert "energy  unavailable" in result.stderr
+        assert "missing msr: no " in result.stderr
+
+
+def test_no_command_is_a_usage_error(tmp_path):
+    result = subprocess.run(
+        [*GREENKD, "profile", "--out", str(tmp_path / "run")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "greenkd: error: no command to profile: give one after `--`, e.g. `greenkd profile -- python train.py`"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_command_that_does_not_exist_exits_127_with_one_line(tmp_path):
+    result = subprocess.run(
+        [*GREENKD, "profile", "--out", str(tmp_path / "run"), "--", "no-such-program-xyz", "arg"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 127
+    assert result.stderr.strip().splitlines() == [
+        "greenkd: error: command not found: no-such-program-xyz (not found on PATH)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "reason"),
+    [
+        ("import sys, time; time.sleep(0.3); sys.exit(3)", 3, "exited with code 3"),
+        ("import os, time; time.sleep(0.3); os.abort()", 128 + signal.SIGABRT, "killed by SIGABRT"),
+    ],
+)
+def test_failing_command_keeps_its_exit_code_and_samples_with_a_partial_summary(
+    tmp_path, script, code, reason
+):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*GREENKD, "profile", "--hz", "10", "--out", str(out), "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+    )
+    assert result.returncode == code
+    summary = _summary(out)
+    assert summary["status"] == "partial"
+    assert reason in summary["reason"]
+    assert summary["exit_code"] == code
+    assert len(_sample_rows(out)) >= 3 * 2  # utilization rows of several samples
+
+
+def _start_counting_child(tmp_path: Path, out: Path, **popen) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            *GREENKD,
+            "profile",
+            "--hz",
+            "10",
+            "--out",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            COUNT_SIGNALS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+        **popen,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_greenkd_is_forwarded_to_the_command_once(tmp_path, signum):
+    out = tmp_path / "run"
+    proc = _start_counting_child(tmp_path, out)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 11  # the child's own exit code, after exactly one signal
+    summary = _summary(out)
+    assert summary["status"] == "partial"
+    assert f"interrupted by {signal.Signals(signum).name}" in summary["reason"]
+    assert summary["exit_code"] == 11
+    assert len(_sample_rows(out)) >= 3
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_command_once(tmp_path):
+    # The terminal sends SIGINT to the whole foreground group, child included:
+    # greenkd must not forward a second one.
+    master, slave = os.openpty()
+    out = tmp_path / "run"
+    try:
+        proc = _start_counting_child(
+            tmp_path,
+            out,
+            stdin=slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        time.sleep(0.3)
+        os.write(master, b"\x03")
+        proc.communicate(timeout=20)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 11
+    assert "interrupted by SIGINT" in _summary(out)["reason"]
+
+
+def test_stat_file_vanishing_mid_run_keeps_samples_and_marks_partial(tmp_path):
+    stat = tmp_path / "stat"
+    write_proc_stat(stat, {"cpu": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]})
+    stop = threading.Event()
+
+    def tick() -> None:
+        # 25 % busy, then the file goes away.
+        for k in range(1, 9):
+            write_proc_stat(stat, {"cpu": [25 * k, 0, 0, 75 * k, 0, 0, 0, 0, 0, 0]})
+            if stop.wait(0.1):
+                return
+        stat.unlink()
+
+    writer = threading.Thread(target=tick)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*GREENKD, "profile", "--hz", "10", "--out", str(out), "--", "sleep", "1.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path, GREENKD_PROC_STAT=str(stat)),
+    )
+    writer.start()
+    try:
+        proc.communicate(timeout=20)
+    finally:
+        stop.set()
+        writer.join()
+    assert proc.returncode == 0  # the command's own code
+    summary = _summary(out)
+    assert summary["status"] == "partial"
+    assert "procstat" in summary["reason"] and "no longer readable" in summary["reason"]
+    util = [float(r[4]) for r in _sample_rows(out) if r[3] == "utilization"]
+    assert len(util) >= 2
+    assert all(v == pytest.approx(25.0) for v in util)
+
+
+@pytest.mark.skipif(fuse_unavailable_reason() is not None, reason=fuse_unavailable_reason() or "")
+def test_profile_reads_package_energy_from_the_msr_driver(tmp_path):
+    cpus = {0: (0, 0), 1: (0, 1)}
+    machine = MsrMachine(cpus)
+    write_topology(tmp_path / "sys", cpus)
+    stop = threading.Event()
+
+    def load() -> None:
+        # 40 W on the package, in 10 ms steps.
+        while not stop.wait(0.01):
+            machine.add_package_joules(0, 0.4)
+
+    with mounted_msr(machine, tmp_path / "cpu") as root:
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            out = tmp_path / "run"
+            result = subprocess.run(
+                [
+                    *GREENKD,
+                    "profile",
+                    "--hz",
+                    "10",
+                    "--out",
+                    str(out),
+                    "--carbon-intensity",
+                    "300",
+                    "--",
+                    "sleep",
+                    "1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=_env(
+                    tmp_path, GREENKD_MSR_ROOT=str(root), GREENKD_SYSFS_ROOT=str(tmp_path / "sys")
+                ),
+            )
+        finally:
+            stop.set()
+            loader.join()
+    assert result.returncode == 0, result.stderr
+    summary = _summary(out)
+    package = next(d for d in summary["domains"] if d["device"] == "package0")
+    assert package["sensor"] == "msr" and package["source"] == "counter"
+    assert package["avg_power_w"] == pytest.approx(
+        40.0, rel=0.25
+    )  # the loader thread's timing is not exact
+    assert summary["carbon"]["g_co2e"] == pytest.approx(summary["total"]["energy_j"] / 3.6e6 * 300)
+    assert "msr      package0" in result.stderr
+
+
+def test_sensors_command_gives_each_reason_and_the_msr_permission_fix(tmp_path):
+    result = subprocess.run(
+        [*GREENKD, "sensors"], capture_output=True, text=True, env=_env(tmp_path)
+    )
+    assert result.returncode == 0
+    text = result.stdout
+    for name in ("msr", "powercap", "procstat", "nvml"):
+        assert any(line.startswith(name) for line in text.splitlines()), name
+    assert "msr kernel module is not loaded" in text and "modprobe msr" in text
+    assert "setcap cap_sys_rawio=ep" in text and 'SUBSYSTEM=="msr"' in text
+    statuses = json.loads(
+        subprocess.run(
+            [*GREENKD, "sensors", "--json"], capture_output=True, text=True, env=_env(tmp_path)
+        ).stdout
+    )
+    by_name = {s["sensor"]: s for s in statuses}
+    assert by_name["procstat"]["available"] is True
+    assert by_name["msr"]["available"] is False and by_name["msr"]["fix"]
