@@ -32,14 +32,15 @@ import numpy as np
 import pandas as pd
 
 from greenkd.errors import GreenkdError
+from profilers.energy import interpolate_energy_j
 
 SAMPLE_COLUMNS = ("ts", "sensor", "device", "metric", "value", "unit")
 TASK_COLUMNS = ("task", "device", "start", "end")
 PHASES = ("setup", "tasks", "assemble", "finetune")
 # Config fields that do not define a group: the device count varies inside a group, `out` is a path.
 NOT_GROUP_FIELDS = ("gpus", "out")
-# A cumulative energy series may stop this close to a window end (one 1 Hz sample and a half);
-# the gap is extrapolated at the series' last rate, as integrating power at 1 Hz would do anyway.
+# A cumulative energy series may stop this close to a window end (one 1 Hz sample and a half): the
+# profiler samples on a fixed schedule, so a run can end up to a period after its last sample.
 EDGE_TOLERANCE_S = 1.5
 CPU_ENERGY_SENSORS = ("msr", "powercap")  # in order of preference for the same package
 
@@ -264,22 +265,20 @@ def _read_samples(path: Path, notes: list[str]) -> pd.DataFrame | None:
 
 
 def cumulative_at(ts: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """A cumulative series (sorted ts) read at times `at`: linear between samples, NaN far outside."""
+    """A cumulative series (sorted ts) read at times `at` by the profiler's own interpolation.
+
+    Within EDGE_TOLERANCE_S of the sampled span the profiler clamps (it measured nothing there);
+    farther out the value is NaN, so that a run the samples do not cover gets no energy at all.
+    """
     ts = np.asarray(ts, dtype=float)
-    values = np.asarray(values, dtype=float)
     at = np.asarray(at, dtype=float)
     out = np.full(at.shape, np.nan)
     if len(ts) < 2:
         return out
-    inside = (at >= ts[0]) & (at <= ts[-1])
-    out[inside] = np.interp(at[inside], ts, values)
-    for edge, (t0, t1, v0, v1) in (
-        (at < ts[0], (ts[0], ts[1], values[0], values[1])),
-        (at > ts[-1], (ts[-2], ts[-1], values[-2], values[-1])),
-    ):
-        near = edge & (np.minimum(np.abs(at - ts[0]), np.abs(at - ts[-1])) <= EDGE_TOLERANCE_S)
-        if near.any() and t1 > t0:
-            out[near] = v0 + (at[near] - t0) * (v1 - v0) / (t1 - t0)
+    points = list(zip(ts.tolist(), np.asarray(values, dtype=float).tolist(), strict=True))
+    for i, t in enumerate(at.tolist()):
+        if ts[0] - EDGE_TOLERANCE_S <= t <= ts[-1] + EDGE_TOLERANCE_S:
+            out[i] = interpolate_energy_j(points, t)
     return out
 
 
@@ -312,8 +311,8 @@ def cpu_package_domains(domains: pd.DataFrame) -> pd.DataFrame:
 
 
 def cpu_core_domains(domains: pd.DataFrame) -> pd.DataFrame:
-    """Per-core energy rows: a sub-domain of the package, reported and never added to it."""
-    rows = domains[domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.match(r"core\d+$")]
+    """Per-core energy rows (msr `coreN`, powercap `coresP`): inside the package, never added to it."""
+    rows = domains[domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.match(r"cores?\d+$")]
     if rows.empty:
         return rows
     best = min(rows["sensor"], key=CPU_ENERGY_SENSORS.index)

@@ -202,6 +202,7 @@ def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
     if spec.device_kind != "gpu" or not spec.energy_sensors:
         missing.append({"sensor": "nvml", "reason": "NVML: no NVIDIA driver", "fix": "install the NVIDIA driver"})
     util = samples[samples["metric"] == "utilization"]
+    gpu_models = ["NVIDIA GeForce RTX 2080 Ti"] * spec.node_gpus if spec.device_kind == "gpu" else []
     return {
         "status": "complete", "duration_s": float(samples["ts"].max() - samples["ts"].min()),
         "start_ts": float(samples["ts"].min()), "end_ts": float(samples["ts"].max()),
@@ -211,8 +212,9 @@ def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
         "missing": missing,
         "metadata": {
             "host": "node1", "cpu_model": "AMD Ryzen Threadripper 2950X 16-Core Processor",
-            "gpus": (["NVIDIA GeForce RTX 2080 Ti"] * spec.node_gpus) if spec.device_kind == "gpu" else [],
-            "driver": "550.54.15" if spec.device_kind == "gpu" else None, "greenkd_version": "0.1.0",
+            "gpu_models": gpu_models, "gpu_driver": "550.54.15" if gpu_models else None,
+            "gpus": [{"index": i, "name": name, "energy_counter": True} for i, name in enumerate(gpu_models)],
+            "greenkd_version": "0.1.0",
         },
     }
 

@@ -92,10 +92,11 @@ def test_window_energy_interpolates_the_cumulative_rows_at_the_interval_ends():
     assert energy.set_index("device").loc["package0", "energy_j"] == pytest.approx(40.0)
 
 
-def test_energy_past_the_last_sample_is_extrapolated_one_sample_and_not_beyond():
+def test_energy_just_past_the_samples_is_clamped_and_far_past_them_missing():
     ts, values = np.array([0.0, 1.0, 2.0]), np.array([0.0, 10.0, 20.0])
-    near, far = cumulative_at(ts, values, np.array([2.5, 5.0]))
-    assert near == pytest.approx(25.0)
+    inside, near, far = cumulative_at(ts, values, np.array([1.25, 2.5, 5.0]))
+    assert inside == pytest.approx(12.5)
+    assert near == pytest.approx(20.0)  # no joules invented after the last sample
     assert math.isnan(far)
 
 
