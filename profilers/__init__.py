@@ -8,7 +8,14 @@
 or `profilers.run_command(["python", "train.py"], out="run1")` for a command.
 """
 
-from profilers.daemon import CommandError, Profiler, run_command
+from profilers.daemon import CommandError, CommandInterrupted, Profiler, run_command
 from profilers.energy import interpolate_energy_j, interval_energy_j
 
-__all__ = ["CommandError", "Profiler", "interpolate_energy_j", "interval_energy_j", "run_command"]
+__all__ = [
+    "CommandError",
+    "CommandInterrupted",
+    "Profiler",
+    "interpolate_energy_j",
+    "interval_energy_j",
+    "run_command",
+]

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from greenkd.errors import GreenkdError
-from profilers.daemon import CommandError, run_command
+from profilers.daemon import CommandError, CommandInterrupted, run_command
 from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.msr import fix_permission
 from profilers.sensors.topology import parse_cpu_list
@@ -126,6 +126,8 @@ def profile(
     except CommandError as exc:
         print(f"greenkd: error: {exc}", file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
+    except CommandInterrupted as exc:
+        code = exc.exit_code
     if not quiet:
         summary = json.loads((out / summary_name).read_text())
         print(format_table(summary, out / summary_name), file=sys.stderr)

@@ -49,6 +49,21 @@ class CommandError(GreenkdError):
         self.exit_code = exit_code
 
 
+class CommandInterrupted(KeyboardInterrupt):
+    """greenkd itself got SIGINT/SIGTERM while profiling a command; raised after the summary is written.
+
+    A KeyboardInterrupt, so a caller looping over commands (a sweep) stops;
+    `exit_code` is the command's own exit code, which `greenkd profile` exits with.
+    """
+
+    def __init__(self, signals: list[str], exit_code: int) -> None:
+        super().__init__(
+            f"interrupted by {', '.join(signals)}; the command exited with {exit_code}"
+        )
+        self.signals = signals
+        self.exit_code = exit_code
+
+
 def _positive_float(name: str, value: float, *, allow_zero: bool) -> float:
     try:
         number = float(value)
@@ -453,7 +468,9 @@ def run_command(
     """Profile a command: idle baseline, run it, forward SIGINT/SIGTERM to it, return its exit code.
 
     `options` are Profiler's keyword-only options (marks_name, msr_root, proc_stat, sysfs_root, nvml).
-    A command that exits non-zero or dies of a signal leaves a summary marked partial.
+    A command that exits non-zero or dies of a signal leaves a summary marked partial. If this
+    process gets SIGINT/SIGTERM, the command gets it too, and once it has exited and the summary
+    is written, CommandInterrupted (a KeyboardInterrupt carrying the exit code) is raised.
     """
     argv = list(argv)
     if not argv:
@@ -519,6 +536,8 @@ def run_command(
     elif code != 0:
         reasons.append(f"the command exited with code {code}")
     profiler.stop(reason="; ".join(reasons) or None, exit_code=code)
+    if received:
+        raise CommandInterrupted(received, code)
     return code
 
 

@@ -315,3 +315,26 @@ def test_sensors_command_gives_each_reason_and_the_msr_permission_fix(tmp_path):
     by_name = {s["sensor"]: s for s in statuses}
     assert by_name["procstat"]["available"] is True
     assert by_name["msr"]["available"] is False and by_name["msr"]["fix"]
+
+
+def test_run_command_raises_after_the_summary_when_the_caller_is_interrupted(tmp_path):
+    # A sweep looping over run_command must stop on Ctrl-C / SIGTERM, not go on to the next run.
+    out = tmp_path / "run"
+    caller = (
+        "import sys, profilers\n"
+        "try:\n"
+        f"    profilers.run_command([sys.executable, '-c', {COUNT_SIGNALS!r}], out={str(out)!r}, hz=10)\n"
+        "except profilers.CommandInterrupted as exc:\n"
+        "    print('stopped', exc.exit_code, exc.signals, flush=True)\n"
+        "else:\n"
+        "    print('went on', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True, env=_env(tmp_path)
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=20)
+    assert stdout.strip() == "stopped 11 ['SIGTERM']"
+    assert _summary(out)["exit_code"] == 11
