@@ -146,6 +146,8 @@ def test_failing_command_keeps_its_exit_code_and_samples_with_a_partial_summary(
 
 
 def _start_counting_child(tmp_path: Path, out: Path, **popen) -> subprocess.Popen:
+    # Its own session, so that cleanup can end greenkd and the command together.
+    popen.setdefault("start_new_session", True)
     proc = subprocess.Popen(
         [
             *GREENKD,
@@ -166,17 +168,29 @@ def _start_counting_child(tmp_path: Path, out: Path, **popen) -> subprocess.Pope
         **popen,
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    if proc.stdout.readline().strip() != "ready":
+        _reap(proc)
+        raise AssertionError(f"the command did not start: {proc.communicate()[1]}")
     return proc
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """If a test failed half-way, end the process group it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_to_greenkd_is_forwarded_to_the_command_once(tmp_path, signum):
     out = tmp_path / "run"
     proc = _start_counting_child(tmp_path, out)
-    time.sleep(0.3)
-    proc.send_signal(signum)
-    proc.communicate(timeout=20)
+    try:
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        proc.communicate(timeout=20)
+    finally:
+        _reap(proc)
     assert proc.returncode == 11  # the child's own exit code, after exactly one signal
     summary = _summary(out)
     assert summary["status"] == "partial"
@@ -190,18 +204,19 @@ def test_ctrl_c_on_the_terminal_reaches_the_command_once(tmp_path):
     # greenkd must not forward a second one.
     master, slave = os.openpty()
     out = tmp_path / "run"
+    proc = _start_counting_child(
+        tmp_path,
+        out,
+        stdin=slave,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
     try:
-        proc = _start_counting_child(
-            tmp_path,
-            out,
-            stdin=slave,
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
         time.sleep(0.3)
         os.write(master, b"\x03")
         proc.communicate(timeout=20)
     finally:
+        _reap(proc)
         os.close(master)
         os.close(slave)
     assert proc.returncode == 11
@@ -330,11 +345,18 @@ def test_run_command_raises_after_the_summary_when_the_caller_is_interrupted(tmp
         "    print('went on', flush=True)\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True, env=_env(tmp_path)
+        [sys.executable, "-c", caller],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+        start_new_session=True,
     )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    stdout, _ = proc.communicate(timeout=20)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=20)
+    finally:
+        _reap(proc)
     assert stdout.strip() == "stopped 11 ['SIGTERM']"
     assert _summary(out)["exit_code"] == 11
