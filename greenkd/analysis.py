@@ -63,15 +63,18 @@ class Run:
 
     @property
     def usable(self) -> bool:
+        """Complete, with a wall time and a device count: fit for the scaling figures."""
         return self.reason is None
 
     @property
     def devices(self) -> int | None:
+        """The device count n (config `gpus`: GPUs, or CPU workers where there is no GPU)."""
         value = self.config.get("gpus")
         return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     @property
     def repeat(self) -> int:
+        """The repeat index the sweep gave this run (0 without --repeat)."""
         return int(self.meta.get("repeat") or 0)
 
     @property
@@ -85,6 +88,7 @@ class Run:
 
     @property
     def wall_s(self) -> float:
+        """Wall time: summary seconds.total, else end_ts - start_ts, else NaN."""
         s = self.summary or {}
         total = (s.get("seconds") or {}).get("total")
         if _finite(total):
@@ -118,6 +122,8 @@ def find_sweeps(path: str | Path) -> list[Path]:
         )
     if not root.is_dir():
         raise GreenkdError(f"{root} is a file; give a sweep directory or a results directory")
+    if (root / "config.json").is_file() and not (root / "sweep.json").is_file():
+        raise GreenkdError(f"{root} is one run; give its sweep directory ({root.parent}) or a results directory")
     if _is_sweep_dir(root):
         return [root]
     sweeps = sorted(p for p in root.iterdir() if p.is_dir() and _is_sweep_dir(p))
@@ -320,6 +326,7 @@ def cpu_core_domains(domains: pd.DataFrame) -> pd.DataFrame:
 
 
 def gpu_domains(domains: pd.DataFrame) -> pd.DataFrame:
+    """Per-GPU energy rows from NVML."""
     return domains[(domains["sensor"] == "nvml") & domains["device"].str.match(r"gpu\d+$")]
 
 

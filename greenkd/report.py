@@ -64,6 +64,8 @@ class Report:
     sweep: SweepData
     html: str
     figures: list[go.Figure] = field(default_factory=list)
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_table, with display labels
+    scaling: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -95,18 +97,32 @@ def write_report(sweep_dir: str | Path, out: str | Path = "reports", *, index: b
     folder = Path(out) / _safe_name(sweep.name)
     path = folder / "report.html"
     _write_atomic(path, report.html)
-    runs = run_table(sweep)
+    runs, scaling = report.runs, report.scaling
     card = {
         "sweep": sweep.name, "source": str(Path(sweep_dir).resolve()), "created_ts": sweep.created_ts,
         "generated_ts": time.time(), "runs": len(runs), "complete": int((runs["status"] == "complete").sum()),
         "usable": int(runs["usable"].sum()), "figures": len(report.figures),
         "devices": sorted({int(n) for n in runs["devices"].dropna()}),
-        "groups": sorted({str(x) for x in runs.loc[runs["usable"], "label"]}),
+        "groups": list(dict.fromkeys(str(x) for x in runs.loc[runs["usable"], "label"])),
+        "best_speedup": _best(scaling, "speedup"), "best_greenup": _best(scaling, "greenup"),
     }
     _write_atomic(folder / "report.json", json.dumps(card, indent=2) + "\n")
     if index:
         write_index(out)
     return path
+
+
+def _best(scaling: pd.DataFrame, metric: str) -> dict[str, Any] | None:
+    """The largest value of a metric over n > 1, with its group and device count."""
+    rows = scaling[scaling["devices"] > 1].dropna(subset=[metric])
+    if rows.empty:
+        return None
+    row = rows.loc[rows[metric].idxmax()]
+    return {"value": float(row[metric]), "group": str(row["label"]), "devices": int(row["devices"])}
+
+
+def _best_text(best: dict[str, Any] | None) -> str:
+    return "—" if not best else f"{best['value']:.2f}× ({best['group']}, n={best['devices']})"
 
 
 def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
@@ -125,13 +141,15 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
         f"<tr><td><a href='{html.escape(c['href'])}'>{html.escape(str(c['sweep']))}</a></td>"
         f"<td>{_when(c.get('created_ts'))}</td><td class='num'>{c.get('usable', 0)} / {c.get('runs', 0)}</td>"
         f"<td>{html.escape(', '.join(map(str, c.get('devices') or [])))}</td>"
-        f"<td>{html.escape(', '.join(c.get('groups') or []))}</td><td>{_when(c.get('generated_ts'))}</td></tr>"
+        f"<td>{html.escape(_best_text(c.get('best_speedup')))}</td>"
+        f"<td>{html.escape(_best_text(c.get('best_greenup')))}</td><td>{_when(c.get('generated_ts'))}</td></tr>"
         for c in cards
     )
     body = (
         "<header><h1>greenkd reports</h1><p class='sub'>One report per sweep; each file opens offline.</p></header>"
         "<section><table class='tbl'><thead><tr><th>sweep</th><th>started</th><th>usable / runs</th>"
-        f"<th>devices</th><th>groups</th><th>report written</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<th>devices</th><th>best speedup</th><th>best greenup</th><th>report written</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
     )
     if problems:
         body += "<h3>Not reported</h3><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"
@@ -167,7 +185,7 @@ def build_report(sweep: SweepData) -> Report:
     ]
     nav = "".join(f"<a href='#{sid}'>{title}</a>" for sid, title in _NAV)
     page = _page(f"greenkd · {sweep.name}", f"<nav>{nav}</nav>" + "".join(sections))
-    return Report(sweep=sweep, html=page, figures=builder.figures)
+    return Report(sweep=sweep, html=page, figures=builder.figures, runs=runs, scaling=scaling)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -175,6 +193,23 @@ def build_report(sweep: SweepData) -> Report:
 _NAV = [("scaling", "Scaling"), ("energy", "Energy"), ("phases", "Phases"), ("layers", "Layers"),
         ("allocation", "Allocation"), ("timeline", "Power &amp; utilisation"), ("accuracy", "Accuracy"),
         ("machine", "Machine &amp; sensors"), ("runs", "Runs")]
+
+
+def _place_legend(fig: go.Figure, height: int) -> None:
+    """A horizontal legend a fixed distance below the x-axis title, with room kept for its rows.
+
+    Plotly places legends in plot fractions, so a fixed fraction lands on the axis title of a short
+    figure; this converts pixels to the fraction for this figure's height.
+    """
+    names = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    if len(names) < 2:
+        return
+    # Rows at the narrowest width a figure gets (half the page): ~7 px a character plus the symbol.
+    rows = max(1, math.ceil(sum(7 * len(n) + 48 for n in names) / 540))
+    bottom = 70 + 22 * rows
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else TEMPLATE.layout.margin.t
+    plot_h = max(height - top - bottom, 80)
+    fig.update_layout(margin={"b": bottom}, legend={"y": -64 / plot_h, "yanchor": "top"})
 
 
 class _Builder:
@@ -185,6 +220,7 @@ class _Builder:
 
     def div(self, fig: go.Figure, height: int = 420) -> str:
         fig.update_layout(template="greenkd", height=height)
+        _place_legend(fig, height)
         first = not self.figures
         self.figures.append(fig)
         return "<div class='fig'>" + pio.to_html(
@@ -322,6 +358,10 @@ def _energy_section(b: _Builder, runs: pd.DataFrame, scaling: pd.DataFrame, styl
     else:
         reason = _first_text(usable["energy_note"]) or _first_text(scaling["note"]) or "no energy samples"
         body += _notice(f"No greenup: {reason}.")
+    if usable["energy_node_j"].isna().all():
+        return _section("energy", "Energy and greenup", intro, body + (
+            "<p class='hint'>Time, and utilisation where /proc/stat was sampled, are in the other sections; "
+            "the sensors missing and their fixes are under Machine and sensors.</p>"))
     kj = lambda v: f"{v / 1e3:,.2f}"  # noqa: E731
     body += "<h3>Energy and greenup (Table 9)</h3>" + _table(table_df, [
         ("label", "group", str), ("devices", "n", _int), ("repeats", "runs", _int), ("time_s", "time (s)", _f1),
@@ -642,7 +682,9 @@ def _largest_runs(sweep: SweepData, runs: pd.DataFrame) -> list[Run]:
     """Per group, the usable run with the most devices (its first repeat)."""
     by_name = {r.name: r for r in sweep.runs}
     usable = runs[runs["usable"]].sort_values(["devices", "repeat"], ascending=[False, True])
-    picked = usable.drop_duplicates("group").sort_values(["label"])
+    # Groups in the sweep's own order (e.g. --sched rr,binpack puts round robin first, as in Fig. 6c/d).
+    order = {g: i for i, g in enumerate(dict.fromkeys(runs["group"]))}
+    picked = usable.drop_duplicates("group").sort_values("group", key=lambda col: col.map(order))
     return [by_name[name] for name in picked["run"]]
 
 

@@ -88,6 +88,17 @@ def test_report_has_the_paper_figures_for_a_full_sweep(tmp_path):
     assert [b for b, d in zip(bars.base, bars.y, strict=True) if d == "gpu0"] == [0, 34, 54, 71]
 
 
+def test_repeats_draw_whiskers_from_the_worst_to_the_best_repeat(tmp_path):
+    specs = [RunSpec(name=f"n{n}-r{i}", gpus=n, repeat=i, total_s=t, task_seconds=[10.0, 10.0])
+             for n, times in ((1, [100.0, 120.0]), (2, [50.0, 60.0])) for i, t in enumerate(times)]
+    speedup = build_report_for(tmp_path, specs).figures[0]
+    line = next(t for t in speedup.data if t.name != "ideal")
+    # median speedup 110 / 55 = 2; best 120 / 50 = 2.4, worst 100 / 60 = 1.667
+    assert list(line.y) == pytest.approx([1.0, 2.0])
+    assert list(line.error_y.array) == pytest.approx([120 / 100 - 1, 2.4 - 2.0])
+    assert list(line.error_y.arrayminus) == pytest.approx([1 - 100 / 120, 2.0 - 100 / 60])
+
+
 def test_report_names_left_out_runs_and_missing_sensors(tmp_path):
     specs = [RunSpec(name=f"cpu{n}", gpus=n, sched="rr", device_kind="cpu", energy_sensors=False,
                      task_seconds=[6.0, 4.0, 3.0]) for n in (1, 2)]
@@ -121,13 +132,15 @@ def test_cli_writes_the_report_and_prints_its_path(tmp_path):
     assert (tmp_path / "reports" / "index.html").is_file()
 
 
-@pytest.mark.parametrize("make", ["missing", "empty_dir", "sweep_without_runs"])
+@pytest.mark.parametrize("make", ["missing", "empty_dir", "sweep_without_runs", "one_run_dir"])
 def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, make):
     target = tmp_path / "results"
     if make != "missing":
         target.mkdir()
     if make == "sweep_without_runs":
         (target / "sweep.json").write_text(json.dumps({"name": "x", "runs": []}))
+    if make == "one_run_dir":
+        target = write_sweep(tmp_path / "results", "s", [RunSpec(name="r")]) / "r"
     result = _cli(str(target), "--out", str(tmp_path / "reports"))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("greenkd: error: ")
