@@ -1,0 +1,5 @@
+"""`python -m greenkd` is the `greenkd` command."""
+
+from greenkd.cli import main
+
+main()

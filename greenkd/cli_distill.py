@@ -1,0 +1,240 @@
+"""`greenkd distill`, `greenkd targets` and `greenkd teacher train`: flags -> RunConfig -> library.
+
+TensorFlow is imported inside the commands, never at module import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+
+from greenkd.config import RunConfig
+
+# flag name -> RunConfig field, for the flags that map one to one
+_FIELDS = (
+    "model",
+    "width",
+    "dataset",
+    "data_dir",
+    "n_train",
+    "n_val",
+    "image_size",
+    "preprocess",
+    "augment",
+    "batch_size",
+    "teacher_epochs",
+    "block",
+    "epochs",
+    "eval_every",
+    "lr",
+    "lr_end_factor",
+    "finetune_epochs",
+    "finetune_lr",
+    "freeze_1x1",
+    "gpus",
+    "sched",
+    "backend",
+    "fuse",
+    "timings",
+    "allow_oversubscribe",
+    "seed",
+    "out",
+)
+_D = RunConfig()
+
+
+def config_from_flags(ctx: click.Context, values: dict[str, Any], config: Path | None) -> RunConfig:
+    """A RunConfig from `--config FILE` (if given) overridden by every flag given explicitly."""
+    from greenkd.config import DataThreads
+
+    base = RunConfig.read(config) if config else RunConfig()
+    changes: dict[str, Any] = {}
+    for name in (*_FIELDS, "max_drop", "min_accuracy", "data_threads"):
+        source = ctx.get_parameter_source(name)
+        if config is not None and source == click.core.ParameterSource.DEFAULT:
+            continue
+        value = values[name]
+        if name == "max_drop":
+            changes["accept_max_drop"] = value
+        elif name == "min_accuracy":
+            changes["accept_min_accuracy"] = value
+            if (
+                source != click.core.ParameterSource.DEFAULT
+                and ctx.get_parameter_source("max_drop") == click.core.ParameterSource.DEFAULT
+            ):
+                changes["accept_max_drop"] = None  # an absolute floor alone
+        elif name == "data_threads":
+            changes["data_threads"] = DataThreads.parse(value)
+        else:
+            changes[name] = value
+    return base.replace(**changes)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the distillation commands to the greenkd app."""
+    app.command("distill")(distill_command)
+    app.command("targets")(targets_command)
+    teacher = typer.Typer(help="Train and cache teachers.", no_args_is_help=True)
+    teacher.command("train")(teacher_train_command)
+    app.add_typer(teacher, name="teacher")
+
+
+def distill_command(
+    ctx: typer.Context,
+    model: str = typer.Option(_D.model, help="vgg16, resnet50, or a path to a .keras model."),
+    width: float = typer.Option(_D.width, help="vgg16 channel multiplier (1.0 = the paper's)."),
+    dataset: str = typer.Option(
+        _D.dataset, help="synthetic, digits, cifar10, cifar100, tfds:NAME, or an image folder."
+    ),
+    data_dir: str | None = typer.Option(
+        None, help="Where cifar/tfds files are (default: Keras's cache)."
+    ),
+    n_train: int | None = typer.Option(
+        None, help="Training images to use (synthetic: to generate; default 4000)."
+    ),
+    n_val: int | None = typer.Option(None, help="Validation images (synthetic default 1000)."),
+    image_size: int = typer.Option(_D.image_size, help="Input side in pixels (>= 32)."),
+    preprocess: str | None = typer.Option(
+        None, help="none, scale, caffe, tf, torch (default: the model's own)."
+    ),
+    augment: bool = typer.Option(_D.augment, help="Random flips and crops on training images."),
+    batch_size: int = typer.Option(_D.batch_size),
+    teacher_epochs: int = typer.Option(
+        _D.teacher_epochs, help="Epochs to train a zoo teacher (once; cached)."
+    ),
+    block: str = typer.Option(
+        _D.block, help="Replacement block: a (2 sep. layers), b (3), c/d (with skip)."
+    ),
+    epochs: int = typer.Option(_D.epochs, help="Epochs per layer task."),
+    eval_every: int = typer.Option(_D.eval_every, help="Splice and evaluate every N epochs."),
+    lr: float = typer.Option(_D.lr, help="RMSprop learning rate of the layer tasks."),
+    lr_end_factor: float = typer.Option(
+        _D.lr_end_factor, help="Learning rate at the end, as a fraction of --lr."
+    ),
+    max_drop: float | None = typer.Option(
+        _D.accept_max_drop, help="Accept a block if spliced top-1 >= teacher - this (0-1)."
+    ),
+    min_accuracy: float | None = typer.Option(
+        None, help="Accept a block if spliced top-1 >= this (0-1)."
+    ),
+    finetune_epochs: int = typer.Option(_D.finetune_epochs),
+    finetune_lr: float = typer.Option(_D.finetune_lr),
+    freeze_1x1: bool = typer.Option(
+        _D.freeze_1x1, help="Freeze 1x1 convs and dense layers in fine-tuning (§4.1.6)."
+    ),
+    gpus: int = typer.Option(
+        _D.gpus, help="Devices: GPUs, or CPU workers on a machine without GPUs."
+    ),
+    sched: str = typer.Option(_D.sched, help="rr, binpack, ws or opt."),
+    backend: str = typer.Option(_D.backend, help="local, mpi or dask."),
+    fuse: bool = typer.Option(
+        _D.fuse, help="One teacher pass per batch for all of a worker's tasks."
+    ),
+    data_threads: str = typer.Option(
+        "autotune", help="tf.data threads: autotune, or N parallel calls with intra-op 1."
+    ),
+    timings: str | None = typer.Option(
+        None, help="Task times for scheduling: a task,seconds CSV or a tasks.csv."
+    ),
+    allow_oversubscribe: bool = typer.Option(
+        False, help="Allow more devices than the machine has."
+    ),
+    seed: int = typer.Option(_D.seed),
+    out: str = typer.Option(_D.out, help="Run directory."),
+    config: Path | None = typer.Option(
+        None, help="A run's config.json; flags given explicitly override it."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables; errors only."),
+) -> None:
+    """Distill a teacher into a student: one task per non-1x1 conv, then assemble and fine-tune."""
+    cfg = config_from_flags(ctx, dict(ctx.params), config)
+    from rich.console import Console
+
+    from greenkd.distill.run import distill
+    from greenkd.progress import RichReporter, summary_table
+
+    console = Console(stderr=False, quiet=quiet)
+    reporter = RichReporter(console)
+    try:
+        summary = distill(cfg, reporter=reporter)
+    finally:
+        reporter.close()
+    console.print(summary_table(summary))
+    console.print(f"run directory: {cfg.out}")
+
+
+def targets_command(
+    model: str = typer.Argument(..., help="vgg16, resnet50, or a path to a .keras model."),
+    width: float = typer.Option(1.0, help="vgg16 channel multiplier."),
+    image_size: int = typer.Option(32, help="Input side in pixels (zoo models)."),
+    classes: int = typer.Option(10, help="Output classes (zoo models)."),
+    block: str = typer.Option("a", help="Replacement block whose cost to report."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List the layers greenkd would replace, with their cost before and after (a dry run)."""
+    from greenkd import models
+    from greenkd.distill.targets import find, model_flops, require_targets
+
+    if model in models.ZOO:
+        net = models.build(model, width=width, image_size=image_size, num_classes=classes)
+    else:
+        net = models.load_file(model)
+    found = require_targets(find(net, block=block), model)
+    total = {
+        "model": model,
+        "params": net.count_params(),
+        "flops": model_flops(net),
+        "n_targets": len(found),
+        "params_saved": sum(t.params_before - t.params_after for t in found),
+        "flops_saved": sum(t.flops_before - t.flops_after for t in found),
+    }
+    if as_json:
+        typer.echo(json.dumps({"model": total, "targets": [t.to_dict() for t in found]}, indent=2))
+        return
+    from rich.console import Console
+
+    from greenkd.progress import targets_table
+
+    Console().print(targets_table(found, total))
+
+
+def teacher_train_command(
+    model: str = typer.Option(_D.model, help="vgg16 or resnet50."),
+    width: float = typer.Option(_D.width),
+    dataset: str = typer.Option(_D.dataset),
+    data_dir: str | None = typer.Option(None),
+    n_train: int | None = typer.Option(None),
+    n_val: int | None = typer.Option(None),
+    image_size: int = typer.Option(_D.image_size),
+    batch_size: int = typer.Option(_D.batch_size),
+    teacher_epochs: int = typer.Option(_D.teacher_epochs, "--epochs"),
+    seed: int = typer.Option(_D.seed),
+    retrain: bool = typer.Option(False, help="Train again even if a cached teacher exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a zoo teacher and cache it by its settings (distill reuses it)."""
+    from greenkd import models
+    from greenkd.errors import GreenkdError
+
+    if model not in models.ZOO:
+        raise GreenkdError(f"unknown model {model!r}: teacher train knows {', '.join(models.ZOO)}")
+    cfg = RunConfig(
+        model=model,
+        width=width,
+        dataset=dataset,
+        data_dir=data_dir,
+        n_train=n_train,
+        n_val=n_val,
+        image_size=image_size,
+        batch_size=batch_size,
+        teacher_epochs=teacher_epochs,
+        seed=seed,
+    )
+    teacher = models.get_teacher(cfg, retrain=retrain, verbose=0 if quiet else 2)
+    if not quiet:
+        state = f"trained in {teacher.seconds:.1f} s" if teacher.trained_now else "cached"
+        typer.echo(f"{teacher.path} ({state}); top-1 {teacher.accuracy:.4f}")

@@ -1,0 +1,495 @@
+"""Datasets and tf.data pipelines.
+
+A *source* gives unbatched `(image uint8 HxWx3, label int32)` pairs for a split;
+`pipeline()` turns it into batches with the paper's augmentation (§4.1.5:
+random flips and crops), the model's preprocessing, and the thread settings the
+sweep varies (§4.3: `num_parallel_calls`, `max_intra_op_parallelism`, the
+private thread pool).
+
+Sources: `synthetic` (the default, generated here), `digits` (scikit-learn's
+UCI digits), `cifar10`/`cifar100` (the python-pickle archives), an image folder
+(one sub-folder per class), and `tfds:NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from greenkd.config import DataThreads
+from greenkd.errors import GreenkdError
+from greenkd.tfsetup import tf
+
+SPLITS = ("train", "val")
+PREPROCESS_MODES = ("none", "scale", "caffe", "tf", "torch")
+SYNTHETIC_CLASSES = (
+    "disc",
+    "ring",
+    "square",
+    "frame",
+    "hstripes",
+    "vstripes",
+    "plus",
+    "cross",
+    "triangle",
+    "checker",
+)  # all symmetric under a horizontal flip, so flip augmentation keeps labels true
+
+
+@dataclass
+class Source:
+    """A dataset: per-split unbatched tf.data datasets of (uint8 image, int32 label)."""
+
+    name: str
+    num_classes: int
+    image_size: int
+    sizes: dict[str, int]
+    _make: Callable[[str], tf.data.Dataset]
+    in_memory: bool = True
+
+    def split(self, split: str) -> tf.data.Dataset:
+        if split not in SPLITS:
+            raise GreenkdError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        return self._make(split)
+
+    def steps(self, split: str, batch_size: int) -> int:
+        """Batches per epoch (the last partial batch included)."""
+        return max(1, -(-self.sizes[split] // batch_size))
+
+
+def _array_source(
+    name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, image_size: int
+) -> Source:
+    for split, (x, _) in arrays.items():
+        if x.shape[1] != image_size or x.shape[2] != image_size:
+            arrays[split] = (_resize_uint8(x, image_size), arrays[split][1])
+
+    def make(split: str) -> tf.data.Dataset:
+        x, y = arrays[split]
+        return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+
+    return Source(name, num_classes, image_size, {s: len(a[1]) for s, a in arrays.items()}, make)
+
+
+def _resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
+    out = tf.image.resize(tf.convert_to_tensor(x), (size, size), method="bilinear")
+    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_images(n: int, seed: int, *, image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """`n` procedurally drawn RGB images of ten shape classes, deterministic by `seed`.
+
+    Image i depends only on (seed, i): any size is a prefix of a larger one.
+    Each image is one shape (random position, size, colour, thickness) on a
+    noisy background with a faint distractor line, so a classifier must learn
+    spatial features, not colour statistics.
+    """
+    chunk = 512
+    xs, ys = [], []
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        rng = np.random.default_rng([seed, start // chunk, 0x5EED])
+        x, y = _draw_chunk(rng, chunk, image_size)
+        xs.append(x[:count])
+        ys.append(y[:count])
+    if not xs:
+        return np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros((0,), np.int32)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    s = size / 32.0
+    labels = rng.integers(0, len(SYNTHETIC_CLASSES), n).astype(np.int32)
+    cy = rng.uniform(11, 21, n)[:, None, None] * s
+    cx = rng.uniform(11, 21, n)[:, None, None] * s
+    radius = rng.uniform(6, 10, n)[:, None, None] * s
+    thick = rng.uniform(1.6, 3.0, n)[:, None, None] * s
+    period = rng.uniform(3.5, 6.0, n)[:, None, None] * s
+    yy, xx = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    dy, dx = yy[None] - cy, xx[None] - cx
+    dist = np.hypot(dy, dx)
+    box = np.maximum(np.abs(dy), np.abs(dx))
+    inside = box <= radius
+    masks = np.stack(
+        [
+            dist <= radius,  # disc
+            np.abs(dist - radius) <= thick,  # ring
+            inside,  # square
+            inside & (box >= radius - 2 * thick),  # frame
+            inside & (np.mod(dy, period) < period / 2),  # horizontal stripes
+            inside & (np.mod(dx, period) < period / 2),  # vertical stripes
+            inside & ((np.abs(dy) <= thick) | (np.abs(dx) <= thick)),  # plus
+            inside & ((np.abs(dy - dx) <= 1.4 * thick) | (np.abs(dy + dx) <= 1.4 * thick)),  # cross
+            (dy <= radius * 0.8) & (np.abs(dx) <= (dy + radius) * 0.55),  # triangle, apex up
+            inside & ((np.floor(dy / period) + np.floor(dx / period)) % 2 == 0),  # checker
+        ],
+        axis=1,
+    )
+    mask = masks[np.arange(n), labels].astype(np.float32)[..., None]
+    background = rng.uniform(0, 90, (n, 1, 1, 3))
+    fg = rng.uniform(120, 255, (n, 1, 1, 3))
+    # a faint straight line at a random angle: clutter that no class owns
+    angle = rng.uniform(0, np.pi, n)[:, None, None]
+    offset = rng.uniform(-12, 12, n)[:, None, None] * s
+    line = (
+        np.abs(
+            (yy[None] - size / 2) * np.cos(angle) - (xx[None] - size / 2) * np.sin(angle) - offset
+        )
+        <= 0.8 * s
+    ).astype(np.float32)[..., None]
+    img = background + mask * (fg - background) + line * 40.0
+    img = img + rng.normal(0, 14, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
+def _synthetic(n_train: int | None, n_val: int | None, image_size: int, seed: int) -> Source:
+    n_train = 4000 if n_train is None else n_train
+    n_val = 1000 if n_val is None else n_val
+    arrays = {
+        "train": synthetic_images(n_train, seed, image_size=image_size),
+        "val": synthetic_images(n_val, seed + 1_000_003, image_size=image_size),
+    }
+    return _array_source("synthetic", arrays, len(SYNTHETIC_CLASSES), image_size)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _digits(n_train: int | None, n_val: int | None, image_size: int, seed: int) -> Source:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise GreenkdError(
+            "the digits dataset needs scikit-learn: pip install 'greenkd[digits]'"
+        ) from None
+    digits = load_digits()
+    # 8x8 images with values 0..16: scale to 0..255, upsample 4x, grey to RGB
+    img = (digits.images * (255.0 / 16.0)).astype(np.uint8)
+    img = np.repeat(np.repeat(img, 4, axis=1), 4, axis=2)
+    img = np.repeat(img[..., None], 3, axis=3)
+    labels = digits.target.astype(np.int32)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val_default = len(labels) // 5
+    val_idx = order[: (n_val or n_val_default)]
+    train_idx = order[len(val_idx) :]
+    if n_train is not None:
+        train_idx = train_idx[:n_train]
+    arrays = {"train": (img[train_idx], labels[train_idx]), "val": (img[val_idx], labels[val_idx])}
+    return _array_source("digits", arrays, 10, image_size)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+CIFAR = {
+    # name: (folder inside the archive, archive name, train files, test file, label key, classes)
+    "cifar10": (
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        b"labels",
+        10,
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ["train"],
+        "test",
+        b"fine_labels",
+        100,
+    ),
+}
+
+
+def keras_cache_dir() -> Path:
+    """Where keras.datasets keeps downloads (KERAS_HOME, else ~/.keras)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def _cifar_candidates(name: str, data_dir: str | None) -> list[Path]:
+    folder, _, _, _, _, _ = CIFAR[name]
+    roots = [Path(data_dir)] if data_dir else []
+    roots.append(keras_cache_dir())
+    out = []
+    for root in roots:
+        out += [root / folder, root / f"{folder}-target" / folder, root]
+    return out
+
+
+def _read_cifar_pickles(
+    name: str, data_dir: str | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    folder, archive, train_files, test_file, label_key, _ = CIFAR[name]
+    needed = [*train_files, test_file]
+    for cand in _cifar_candidates(name, data_dir):
+        if all((cand / f).is_file() for f in needed):
+            blobs = {f: (cand / f).read_bytes() for f in needed}
+            break
+        tar_path = cand / archive
+        if tar_path.is_file():
+            with tarfile.open(tar_path) as tar:
+                blobs = {f: tar.extractfile(f"{folder}/{f}").read() for f in needed}
+            break
+    else:
+        where = data_dir or keras_cache_dir()
+        raise GreenkdError(
+            f"{name} not found: put the python version of the archive ({archive}) or its files "
+            f"{', '.join(needed)} in {Path(where) / folder} (or pass --data-dir DIR holding "
+            f"{folder}/); download it elsewhere from https://www.cs.toronto.edu/~kriz/cifar.html"
+        )
+
+    def decode(blob: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            batch = pickle.loads(blob, encoding="bytes")
+            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[label_key], dtype=np.int32)
+        except Exception as exc:  # a corrupt or foreign file: say which, not a traceback
+            raise GreenkdError(f"{name} file {what} is not a CIFAR python pickle: {exc}") from None
+        return x.transpose(0, 2, 3, 1), y
+
+    parts = [decode(blobs[f], f) for f in train_files]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    x_val, y_val = decode(blobs[test_file], test_file)
+    return {"train": (x_train, y_train), "val": (x_val, y_val)}
+
+
+def _cifar(
+    name: str, data_dir: str | None, n_train: int | None, n_val: int | None, image_size: int
+) -> Source:
+    arrays = _read_cifar_pickles(name, data_dir)
+    for split, n in (("train", n_train), ("val", n_val)):
+        if n is not None:
+            x, y = arrays[split]
+            arrays[split] = (x[:n], y[:n])
+    return _array_source(name, arrays, CIFAR[name][5], image_size)
+
+
+# --------------------------------------------------------------------------- folders and tfds
+
+
+def _image_folder(path: Path, image_size: int, seed: int) -> Source:
+    import keras
+
+    def load(directory: Path, **kw) -> tf.data.Dataset:
+        return keras.utils.image_dataset_from_directory(
+            directory,
+            labels="inferred",
+            label_mode="int",
+            image_size=(image_size, image_size),
+            batch_size=None,
+            shuffle=False,
+            seed=seed,
+            verbose=False,
+            **kw,
+        )
+
+    try:
+        if (path / "train").is_dir() and any((path / v).is_dir() for v in ("val", "validation")):
+            val_dir = path / "val" if (path / "val").is_dir() else path / "validation"
+            splits = {"train": load(path / "train"), "val": load(val_dir)}
+        else:
+            splits = {
+                "train": load(path, validation_split=0.1, subset="training"),
+                "val": load(path, validation_split=0.1, subset="validation"),
+            }
+    except ValueError as exc:
+        raise GreenkdError(f"image folder {path}: {exc}") from None
+    num_classes = len(splits["train"].class_names)
+    if num_classes < 2:
+        raise GreenkdError(
+            f"image folder {path} needs one sub-folder per class (found {num_classes})"
+        )
+    sizes = {s: len(ds.file_paths) for s, ds in splits.items()}
+
+    def cast(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.map(
+            lambda x, y: (
+                tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8),
+                tf.cast(y, tf.int32),
+            )
+        )
+
+    return Source(
+        f"folder:{path.name}",
+        num_classes,
+        image_size,
+        sizes,
+        lambda split: cast(splits[split]),
+        in_memory=False,
+    )
+
+
+def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise GreenkdError(
+            f"tfds:{name} needs tensorflow-datasets: pip install 'greenkd[tfds]'"
+        ) from None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # tfds raises its own DatasetNotFoundError and friends
+        raise GreenkdError(f"tfds:{name}: {exc}") from None
+    if not builder.is_prepared():
+        raise GreenkdError(
+            f"tfds:{name} is not prepared in {builder.data_dir}: run `tfds build {name}` on a "
+            "machine with network access and copy the data dir here (--data-dir)"
+        )
+    info = builder.info
+    val_split = next((s for s in ("validation", "test") if s in info.splits), None)
+    if val_split is None or "train" not in info.splits:
+        raise GreenkdError(f"tfds:{name} has no train and validation/test splits")
+    names = {"train": "train", "val": val_split}
+
+    def make(split: str) -> tf.data.Dataset:
+        ds = builder.as_dataset(split=names[split], as_supervised=True, shuffle_files=False)
+        return ds.map(lambda x, y: (_fit_image(x, image_size), tf.cast(y, tf.int32)))
+
+    return Source(
+        f"tfds:{name}",
+        info.features["label"].num_classes,
+        image_size,
+        {s: int(info.splits[n].num_examples) for s, n in names.items()},
+        make,
+        in_memory=False,
+    )
+
+
+def _fit_image(x: tf.Tensor, size: int) -> tf.Tensor:
+    if x.shape.rank == 3 and x.shape[-1] == 1:
+        x = tf.image.grayscale_to_rgb(x)
+    x = tf.image.resize(x, (size, size))
+    return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "<image folder>", "tfds:NAME")
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    image_size: int = 32,
+    seed: int = 0,
+) -> Source:
+    """Open a dataset by name: a registered name, `tfds:NAME`, or a path to an image folder."""
+    if name == "synthetic":
+        return _synthetic(n_train, n_val, image_size, seed)
+    if name == "digits":
+        return _digits(n_train, n_val, image_size, seed)
+    if name in CIFAR:
+        return _cifar(name, data_dir, n_train, n_val, image_size)
+    if name.startswith("tfds:"):
+        return _tfds(name[5:], data_dir, image_size)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _image_folder(path, image_size, seed)
+    raise GreenkdError(
+        f"unknown dataset {name!r}: use synthetic, digits, cifar10, cifar100, tfds:NAME, "
+        "or a directory with one sub-folder of images per class"
+    )
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
+    """The model's input preprocessing on a float batch in 0..255 (keras.applications modes)."""
+    images = tf.cast(images, tf.float32)
+    if mode == "none":
+        return images
+    if mode == "scale":
+        return images / 255.0
+    if mode in ("caffe", "tf", "torch"):
+        from keras.applications import imagenet_utils
+
+        return imagenet_utils.preprocess_input(images, data_format="channels_last", mode=mode)
+    raise GreenkdError(f"unknown preprocessing {mode!r}: use one of {', '.join(PREPROCESS_MODES)}")
+
+
+def thread_options(threads: DataThreads) -> tf.data.Options:
+    """tf.data options for the paper's thread settings (§4.3)."""
+    opts = tf.data.Options()
+    opts.deterministic = True
+    if threads.max_intra_op_parallelism is not None:
+        opts.threading.max_intra_op_parallelism = threads.max_intra_op_parallelism
+    if threads.private_threadpool_size is not None:
+        opts.threading.private_threadpool_size = threads.private_threadpool_size
+    return opts
+
+
+def _augment(image: tf.Tensor, seed: tf.Tensor, size: int) -> tf.Tensor:
+    """Random horizontal flip and random crop after zero padding by size/8 (4 px at 32 px)."""
+    pad = max(1, size // 8)
+    flip_seed = tf.stack([seed[0], seed[1]])
+    crop_seed = tf.stack([seed[0] + 1, seed[1]])
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(image, (size, size, 3), crop_seed)
+
+
+def pipeline(
+    source: Source,
+    split: str,
+    *,
+    batch_size: int,
+    preprocess_mode: str,
+    threads: DataThreads = DataThreads(),
+    augment: bool = False,
+    seed: int = 0,
+    repeat: bool = False,
+    labels: bool = True,
+) -> tf.data.Dataset:
+    """Batches of preprocessed images (and labels), deterministic for a given seed.
+
+    Training pipelines shuffle with `seed` and draw each image's flip and crop
+    from a stateless seed (seed, running image index), so the data order and
+    augmentation are the same in every process, whatever the thread settings.
+    With `repeat=True` the stream is endless (use `steps_per_epoch`) and each
+    epoch sees a fresh order and fresh crops.
+    """
+    if preprocess_mode not in PREPROCESS_MODES:
+        raise GreenkdError(
+            f"unknown preprocessing {preprocess_mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
+        )
+    parallel = threads.parallel_calls or tf.data.AUTOTUNE
+    ds = source.split(split)
+    if source.in_memory and split == "train":
+        ds = ds.shuffle(source.sizes[split], seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if augment:
+        size = source.image_size
+        ds = ds.enumerate().map(
+            lambda i, xy: (
+                _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), size),
+                xy[1],
+            ),
+            num_parallel_calls=parallel,
+            deterministic=True,
+        )
+    ds = ds.batch(batch_size)
+    ds = ds.map(
+        (lambda x, y: (preprocess(x, preprocess_mode), y))
+        if labels
+        else (lambda x, y: preprocess(x, preprocess_mode)),
+        num_parallel_calls=parallel,
+        deterministic=True,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(thread_options(threads))

@@ -1,0 +1,101 @@
+"""Splice blocks into the teacher, accept the good ones, fine-tune the student (paper §3.1, §4.1.6).
+
+Splicing rewires the teacher's graph by layer identity (`clone_model` with a
+function that swaps each target conv for its block), so it works on any
+functional graph: VGG's chain, ResNet's residual blocks, branches and
+concatenations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from greenkd.config import RunConfig
+from greenkd.distill.targets import Target, flatten, make_block
+from greenkd.tfsetup import keras
+
+
+def splice(
+    teacher: keras.Model, replacements: Mapping[str, keras.layers.Layer], *, share: bool
+) -> keras.Model:
+    """The teacher with each named layer replaced by its block.
+
+    `share=True` reuses the teacher's own layer objects (for evaluating a block
+    while it trains: no copy, and the teacher is never trained); `share=False`
+    builds fresh layers and copies the teacher's weights into them, so training
+    the result leaves the teacher untouched.
+    """
+    teacher = flatten(teacher)
+    missing = set(replacements) - {layer.name for layer in teacher.layers}
+    if missing:
+        raise KeyError(f"no layers named {sorted(missing)} in {teacher.name}")
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in replacements:
+            return replacements[layer.name]
+        if share:
+            return layer
+        return layer.__class__.from_config(layer.get_config())
+
+    model = keras.models.clone_model(teacher, clone_function=clone)
+    if not share:
+        originals = {layer.name: layer for layer in teacher.layers}
+        for layer in model.layers:
+            if layer.name in originals and layer.name not in replacements and layer.weights:
+                layer.set_weights(originals[layer.name].get_weights())
+    return model
+
+
+def accepted(accuracy: float, teacher_accuracy: float, cfg: RunConfig) -> bool:
+    """A block is kept when its spliced top-1 meets the threshold (paper Algorithm 1, line 13)."""
+    ok = True
+    if cfg.accept_max_drop is not None:
+        # a tiny tolerance so that "no drop" accepts a block that ties the teacher
+        ok &= accuracy >= teacher_accuracy - cfg.accept_max_drop - 1e-9
+    if cfg.accept_min_accuracy is not None:
+        ok &= accuracy >= cfg.accept_min_accuracy - 1e-9
+    return bool(ok)
+
+
+def assemble(
+    teacher: keras.Model,
+    targets: list[Target],
+    weights: Mapping[str, list[np.ndarray]],
+    block_kind: str,
+) -> keras.Model:
+    """A student: a fresh copy of the teacher with the given blocks (and their trained weights)."""
+    by_name = {t.name: t for t in targets}
+    blocks = {}
+    teacher = flatten(teacher)
+    for name, values in weights.items():
+        block = make_block(by_name[name], block_kind, layer=teacher.get_layer(name))
+        block.set_weights(values)
+        blocks[name] = block
+    student = splice(teacher, blocks, share=False)
+    student.name = f"{teacher.name}_student"
+    return student
+
+
+def freeze_for_finetune(student: keras.Model) -> list[str]:
+    """§4.1.6: freeze the teacher's 1x1 convolutions and dense layers; return their names."""
+    frozen = []
+    for layer in student.layers:
+        is_1x1 = isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)
+        if is_1x1 or isinstance(layer, keras.layers.Dense):
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen
+
+
+def compile_for_finetune(student: keras.Model, cfg: RunConfig, steps_per_epoch: int) -> None:
+    """SGD with Nesterov momentum and cosine decay over the fine-tuning epochs."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.finetune_lr, decay_steps=max(1, steps_per_epoch * cfg.finetune_epochs)
+    )
+    student.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )

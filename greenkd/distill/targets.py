@@ -1,0 +1,266 @@
+"""What gets replaced, and by what (paper §3.2).
+
+`find(model)` lists every Conv2D whose kernel is not 1x1 — the paper's
+compressible layers; a 1x1 convolution is already cheaper than a depthwise
+separable one. `make_block(target, kind)` builds the replacement:
+
+- (a) two depthwise-separable layers (the paper's choice, Figure 3), each
+  DepthwiseConv2D k x k -> BN -> ReLU -> 1x1 Conv2D -> BN -> ReLU; the first
+  layer carries the teacher conv's stride, padding and dilation and the
+  channel change, so the block's output shape equals the conv's for any of them;
+- (b) three such layers;
+- (c) (a) with a skip connection around the second layer;
+- (d) (b) with a skip connection around the second and third layers.
+
+The block regresses the teacher conv's *own* output (`layer.output`): its
+last layer ends in the conv's own activation. VGG16's convs end in ReLU, so the
+block does too; a ResNet50 conv is linear (its BN and ReLU are separate
+layers), so the block's last layer is linear and can reproduce the negative
+values a ReLU-ended block never could (the reference code's bug).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+
+from greenkd.errors import GreenkdError
+from greenkd.tfsetup import keras
+
+BLOCK_LAYERS = {"a": 2, "b": 3, "c": 2, "d": 3}
+# Blocks train for a few hundred steps; Keras's default 0.99 would leave the
+# moving statistics used at evaluation far behind the batch statistics.
+BN_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class Target:
+    """One compressible convolution and what replacing it would save."""
+
+    name: str
+    index: int  # position among the targets, in model order
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: str
+    dilation: tuple[int, int]
+    activation: str
+    input_shape: tuple[int, ...]  # per image, without the batch axis
+    output_shape: tuple[int, ...]
+    params_before: int
+    flops_before: int  # 2 x multiply-adds per image
+    params_after: int
+    flops_after: int
+    prefix_flops: int  # teacher forward up to and including this layer, per image
+
+    @property
+    def seed_offset(self) -> int:
+        """A per-layer seed component: the same on every device, backend and schedule."""
+        return zlib.crc32(self.name.encode())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_target(layer: keras.layers.Layer) -> bool:
+    # Keras 3 DepthwiseConv2D and SeparableConv2D are not Conv2D subclasses
+    return (
+        isinstance(layer, keras.layers.Conv2D)
+        and tuple(layer.kernel_size) != (1, 1)
+        and getattr(layer, "groups", 1) == 1
+    )
+
+
+def _shape(tensor) -> tuple[int, ...]:
+    return tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
+
+
+def layer_flops(layer: keras.layers.Layer) -> int:
+    """FLOPs (2 per multiply-add) of one call of a conv or dense layer; 0 for the rest.
+
+    Batch norm folds into the preceding conv at inference, and activations,
+    pooling and additions are a rounding error beside the convolutions, so they
+    are not counted (the convention of the MobileNet paper the blocks come from).
+    """
+    if isinstance(layer, keras.Model):
+        return sum(layer_flops(sub) for sub in layer.layers)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        out = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        return 2 * _prod(out) * kh * kw  # the output already counts depth_multiplier
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        out, inp = _shape(layer.output), _shape(layer.input)
+        kh, kw = layer.kernel_size
+        cin = inp[-1] if layer.data_format == "channels_last" else inp[0]
+        spatial = _prod(out) // layer.filters
+        return 2 * spatial * cin * (kh * kw * layer.depth_multiplier + layer.filters)
+    if isinstance(layer, keras.layers.Conv2D):
+        out, inp = _shape(layer.output), _shape(layer.input)
+        kh, kw = layer.kernel_size
+        cin = inp[-1] if layer.data_format == "channels_last" else inp[0]
+        return 2 * _prod(out) * kh * kw * cin // getattr(layer, "groups", 1)
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * _prod(_shape(layer.input)) * layer.units
+    return 0
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= max(int(d), 1)
+    return n
+
+
+def model_flops(model: keras.Model) -> int:
+    """FLOPs of one forward pass of one image, summed over conv and dense layers."""
+    return sum(layer_flops(layer) for layer in model.layers)
+
+
+def flatten(model: keras.Model) -> keras.Model:
+    """Inline nested Functional/Sequential sub-models so every layer sits in one graph.
+
+    Graph surgery and the input/output sub-models need each target's tensors in
+    the top-level graph. The layers are shared, not copied.
+    """
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
+    outputs = _inline(model, inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _inline(model: keras.Model, inputs):
+    def call(op, *args, **kwargs):
+        if isinstance(op, keras.Model):
+            return _inline(op, args[0] if len(args) == 1 else list(args))
+        return op(*args, **kwargs)
+
+    if isinstance(model, keras.Sequential):
+        x = inputs
+        for layer in model.layers:
+            x = call(layer, x)
+        return x
+    return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
+
+
+def find(model: keras.Model, *, block: str = "a") -> list[Target]:
+    """Every non-1x1 Conv2D of `model` in model order, with its cost before and after `block`."""
+    model = flatten(model)
+    targets: list[Target] = []
+    prefix = 0
+    for layer in model.layers:
+        prefix += layer_flops(layer)
+        if not _is_target(layer):
+            continue
+        if len(layer._inbound_nodes) != 1:
+            raise GreenkdError(
+                f"layer {layer.name} is called {len(layer._inbound_nodes)} times; "
+                "greenkd replaces layers that are used once"
+            )
+        partial = Target(
+            name=layer.name,
+            index=len(targets),
+            kernel=tuple(layer.kernel_size),
+            strides=tuple(layer.strides),
+            padding=layer.padding,
+            dilation=tuple(layer.dilation_rate),
+            activation=keras.activations.serialize(layer.activation),
+            input_shape=_shape(layer.input),
+            output_shape=_shape(layer.output),
+            params_before=layer.count_params(),
+            flops_before=layer_flops(layer),
+            params_after=0,
+            flops_after=0,
+            prefix_flops=prefix,
+        )
+        targets.append(_with_block_cost(partial, make_block(partial, block, layer=layer)))
+    return targets
+
+
+def _with_block_cost(target: Target, block: keras.Model) -> Target:
+    values = target.to_dict()
+    values.update(params_after=block.count_params(), flops_after=model_flops(block))
+    return Target(**values)
+
+
+def require_targets(targets: list[Target], model_name: str) -> list[Target]:
+    if not targets:
+        raise GreenkdError(
+            f"{model_name} has no compressible layer: greenkd replaces Conv2D layers whose "
+            "kernel is not 1x1, and this model has none"
+        )
+    return targets
+
+
+def make_block(
+    target: Target,
+    kind: str = "a",
+    *,
+    layer: keras.layers.Layer | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """The replacement block for `target` as a small functional model named `<conv>_kd`.
+
+    `seed` fixes the initial weights (the layer's own seed, so the block starts
+    the same on any device); the output shape always equals the conv's.
+    """
+    if kind not in BLOCK_LAYERS:
+        raise GreenkdError(f"unknown block {kind!r}: use one of {', '.join(BLOCK_LAYERS)}")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    channels_last = True
+    data_format = "channels_last"
+    if layer is not None:
+        data_format = layer.data_format
+        channels_last = data_format == "channels_last"
+    axis = -1 if channels_last else 1
+    cout = target.output_shape[-1] if channels_last else target.output_shape[0]
+    activation = _activation_from_name(target.activation)
+    prefix = f"{target.name}_kd"
+
+    def sep_layer(x, i: int, *, first: bool, last: bool):
+        x = keras.layers.DepthwiseConv2D(
+            target.kernel,
+            strides=target.strides if first else 1,
+            padding=target.padding if first else "same",
+            dilation_rate=target.dilation if first else 1,
+            use_bias=False,
+            data_format=data_format,
+            name=f"{prefix}_dw{i}",
+        )(x)
+        x = keras.layers.BatchNormalization(
+            axis=axis, momentum=BN_MOMENTUM, name=f"{prefix}_dw{i}_bn"
+        )(x)
+        x = keras.layers.ReLU(name=f"{prefix}_dw{i}_relu")(x)
+        x = keras.layers.Conv2D(
+            cout, 1, use_bias=False, data_format=data_format, name=f"{prefix}_pw{i}"
+        )(x)
+        x = keras.layers.BatchNormalization(
+            axis=axis, momentum=BN_MOMENTUM, name=f"{prefix}_pw{i}_bn"
+        )(x)
+        if not last:
+            return keras.layers.ReLU(name=f"{prefix}_pw{i}_relu")(x)
+        return x
+
+    def finish(x):
+        if activation is None:
+            return x  # the teacher conv is linear, so is the block's last layer
+        return keras.layers.Activation(activation, name=f"{prefix}_out")(x)
+
+    inputs = keras.Input(target.input_shape, name=f"{prefix}_in")
+    n = BLOCK_LAYERS[kind]
+    skip = kind in ("c", "d")
+    x = sep_layer(inputs, 1, first=True, last=False)
+    # the residual path starts after the first layer, which already has the
+    # output's shape, so the skip needs no projection for any stride/padding
+    head = x
+    for i in range(2, n + 1):
+        x = sep_layer(x, i, first=False, last=i == n)
+    if skip:
+        x = keras.layers.Add(name=f"{prefix}_add")([head, x])
+    return keras.Model(inputs, finish(x), name=prefix)
+
+
+def _activation_from_name(name: str):
+    if name in ("linear", None, "None"):
+        return None
+    return name

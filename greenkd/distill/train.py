@@ -1,0 +1,358 @@
+"""One layer task (paper §3.1, eq. 3): train a block on the teacher's own activations.
+
+A sub-model of the teacher yields the target conv's input and output tensors,
+found by graph identity (`layer.input`, `layer.output`), so it works anywhere
+in any functional graph. The block learns to map the one to the other with the
+local MSE loss; no labels are used. Every `eval_every` epochs the block is
+spliced into the teacher and top-1 is measured on the validation split; the
+best weights are kept. Every epoch is trained and timed, whatever epoch wins.
+
+With `fused=True` several tasks share one teacher pass per batch: the
+sub-model yields every target's pair at once and one compiled step updates all
+blocks. The sum of the blocks' losses has, for each block, exactly its own
+gradient (the blocks share no weights), and RMSprop's state is per weight, so
+a fused block sees the same updates as when trained alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from greenkd import data as data_mod
+from greenkd.config import RunConfig
+from greenkd.distill.assemble import splice
+from greenkd.distill.targets import Target, flatten, make_block
+from greenkd.tfsetup import keras
+
+
+@dataclass
+class TaskResult:
+    """What a worker sends back for one layer task: weights as numpy arrays plus metrics."""
+
+    name: str
+    index: int
+    weights: list[np.ndarray]
+    accuracy: float  # best spliced top-1 on the validation split, 0..1
+    best_epoch: int
+    epochs: int
+    mse_start: float  # local MSE of the untrained block
+    mse_history: list[float]  # mean training MSE per epoch
+    accuracy_history: dict[int, float]  # epoch -> spliced top-1
+    seconds_setup: float
+    seconds_train: float
+    seconds_eval: float
+    start: float  # Unix seconds, the one clock shared with the profiler
+    end: float
+    device: str = "cpu0"
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    fused_group: str = ""  # non-empty when trained in one fused pass with others
+
+    @property
+    def mse_best(self) -> float:
+        return min(self.mse_history) if self.mse_history else float("nan")
+
+
+ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
+
+
+class _BlockTrainer(keras.Model):
+    """image -> frozen teacher prefix (inference mode) -> block(s); loss: sum of local MSEs."""
+
+    def __init__(self, pairs: keras.Model, blocks: Sequence[keras.Model]) -> None:
+        super().__init__(name="block_trainer")
+        self.pairs = pairs
+        self.blocks = list(blocks)
+        self.mse = [keras.metrics.Mean(name=f"mse_{i}") for i in range(len(self.blocks))]
+
+    def call(self, images, training=False):
+        acts = self.pairs(images, training=False)
+        return [
+            (block(acts[2 * i], training=training), acts[2 * i + 1])
+            for i, block in enumerate(self.blocks)
+        ]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = 0.0
+        for tracker, (pred, target) in zip(self.mse, y_pred, strict=True):
+            mse = keras.ops.mean(keras.ops.square(pred - keras.ops.stop_gradient(target)))
+            tracker.update_state(mse)
+            total = total + mse
+        return total
+
+
+def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
+    """teacher input -> [in_1, out_1, in_2, out_2, ...] for the named layers, frozen."""
+    teacher = flatten(teacher)
+    outputs = []
+    for name in names:
+        layer = teacher.get_layer(name)
+        outputs += [layer.input, layer.output]
+    model = keras.Model(teacher.inputs, outputs, name="pairs")
+    model.trainable = False
+    return model
+
+
+def _accuracy(model: keras.Model, val) -> float:
+    result = model.evaluate(val, verbose=0, return_dict=True)
+    return float(result["accuracy"])
+
+
+def evaluate_accuracy(model: keras.Model, val) -> float:
+    """Top-1 of `model` on a batched (images, labels) dataset."""
+    model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy", jit_compile=False)
+    return _accuracy(model, val)
+
+
+class _EvalCallback(keras.callbacks.Callback):
+    """Every `every` epochs (and after the last) splice each block in and keep its best weights."""
+
+    def __init__(self, names, blocks, eval_models, val, every, epochs, progress):
+        super().__init__()
+        self.names, self.blocks, self.eval_models = names, blocks, eval_models
+        self.val, self.every, self.epochs, self.progress = val, every, epochs, progress
+        self.best = [(-1.0, 0, [w.copy() for w in b.get_weights()]) for b in blocks]
+        self.history = [dict() for _ in blocks]
+        self.mse = [[] for _ in blocks]
+        self.eval_seconds = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        for i in range(len(self.blocks)):
+            self.mse[i].append(float(logs[f"mse_{i}"]))
+        if done % self.every == 0 or done == self.epochs:
+            started = time.perf_counter()
+            for i, (block, model) in enumerate(zip(self.blocks, self.eval_models, strict=True)):
+                acc = _accuracy(model, self.val)
+                self.history[i][done] = acc
+                if acc > self.best[i][0]:
+                    self.best[i] = (acc, done, [w.copy() for w in block.get_weights()])
+            self.eval_seconds += time.perf_counter() - started
+        if self.progress:
+            for i, name in enumerate(self.names):
+                self.progress(name, done, self.mse[i][-1])
+
+
+def train_group(
+    teacher: keras.Model,
+    targets: Sequence[Target],
+    cfg: RunConfig,
+    source: data_mod.Source,
+    *,
+    device: str = "cpu0",
+    progress: ProgressFn | None = None,
+    preprocess_mode: str = "none",
+    val=None,
+) -> list[TaskResult]:
+    """Train the blocks of `targets` together on one teacher pass per batch (fused mode)."""
+    return _train(
+        teacher,
+        targets,
+        cfg,
+        source,
+        device=device,
+        progress=progress,
+        preprocess_mode=preprocess_mode,
+        val=val,
+        group=",".join(t.name for t in targets) if len(targets) > 1 else "",
+    )
+
+
+def train_task(
+    teacher: keras.Model,
+    target: Target,
+    cfg: RunConfig,
+    source: data_mod.Source,
+    *,
+    device: str = "cpu0",
+    progress: ProgressFn | None = None,
+    preprocess_mode: str = "none",
+    val=None,
+) -> TaskResult:
+    """Train one block on its own (the paper's independent task)."""
+    return _train(
+        teacher,
+        [target],
+        cfg,
+        source,
+        device=device,
+        progress=progress,
+        preprocess_mode=preprocess_mode,
+        val=val,
+        group="",
+    )[0]
+
+
+def train_tasks(
+    teacher: keras.Model,
+    targets: Sequence[Target],
+    cfg: RunConfig,
+    source: data_mod.Source,
+    *,
+    device: str = "cpu0",
+    progress: ProgressFn | None = None,
+    preprocess_mode: str = "none",
+) -> Iterator[TaskResult]:
+    """A worker's list of tasks: fused in one pass when `cfg.fuse`, else one after another."""
+    val = validation(source, cfg, preprocess_mode)
+    if cfg.fuse and len(targets) > 1:
+        yield from train_group(
+            teacher,
+            targets,
+            cfg,
+            source,
+            device=device,
+            progress=progress,
+            preprocess_mode=preprocess_mode,
+            val=val,
+        )
+        return
+    for target in targets:
+        yield train_task(
+            teacher,
+            target,
+            cfg,
+            source,
+            device=device,
+            progress=progress,
+            preprocess_mode=preprocess_mode,
+            val=val,
+        )
+
+
+def validation(source: data_mod.Source, cfg: RunConfig, preprocess_mode: str):
+    """The batched validation split every evaluation in a worker shares."""
+    return data_mod.pipeline(
+        source, "val", batch_size=256, preprocess_mode=preprocess_mode, threads=cfg.data_threads
+    )
+
+
+def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) -> None:
+    """Start each block's last batch norm at its target's per-channel mean and spread.
+
+    The teacher's activations can be large (tens to hundreds with caffe
+    preprocessing) while a fresh block outputs values near 1, and RMSprop moves a
+    weight about `lr` per step: without this the block spends its epochs
+    learning the scale instead of the features.
+    """
+    sums = None
+    for images in train.take(batches):
+        acts = pairs(images, training=False)
+        stats = []
+        for i in range(len(blocks)):
+            out = keras.ops.convert_to_numpy(acts[2 * i + 1])
+            axes = tuple(range(out.ndim - 1))
+            stats.append((out.mean(axis=axes), out.std(axis=axes)))
+        sums = (
+            stats
+            if sums is None
+            else [(m0 + m1, s0 + s1) for (m0, s0), (m1, s1) in zip(sums, stats, strict=True)]
+        )
+    for block, target, (mean, std) in zip(blocks, targets, sums, strict=True):
+        bn = block.get_layer(f"{target.name}_kd_pw{_n_layers(cfg.block)}_bn")
+        gamma, beta, moving_mean, moving_var = bn.get_weights()
+        bn.set_weights(
+            [
+                np.maximum(std / batches, 1e-3).astype(gamma.dtype),
+                (mean / batches).astype(beta.dtype),
+                moving_mean,
+                moving_var,
+            ]
+        )
+
+
+def _n_layers(kind: str) -> int:
+    from greenkd.distill.targets import BLOCK_LAYERS
+
+    return BLOCK_LAYERS[kind]
+
+
+def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, val, group):
+    start = time.time()
+    t0 = time.perf_counter()
+    teacher = flatten(teacher)
+    if val is None:
+        val = validation(source, cfg, preprocess_mode)
+    # The data order depends on the run seed only, never on the layer or the
+    # schedule: reset the global seed before building the pipeline.
+    keras.utils.set_random_seed(cfg.seed)
+    steps = source.steps("train", cfg.batch_size)
+    train = data_mod.pipeline(
+        source,
+        "train",
+        batch_size=cfg.batch_size,
+        preprocess_mode=preprocess_mode,
+        threads=cfg.data_threads,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        repeat=True,
+        labels=False,
+    )
+    blocks = []
+    for target in targets:
+        layer = teacher.get_layer(target.name)
+        blocks.append(
+            make_block(target, cfg.block, layer=layer, seed=(cfg.seed + target.seed_offset) % 2**31)
+        )
+    pairs = pair_model(teacher, [t.name for t in targets])
+    trainer = _BlockTrainer(pairs, blocks)
+    # exponential decay from lr to lr * lr_end_factor over the task's epochs, so
+    # the schedule fits a 6-epoch CPU run as well as the paper's 30 epochs
+    lr = keras.optimizers.schedules.ExponentialDecay(
+        cfg.lr, decay_steps=steps * cfg.epochs, decay_rate=cfg.lr_end_factor
+    )
+    trainer.compile(optimizer=keras.optimizers.RMSprop(lr))
+    eval_models = [
+        splice(teacher, {t.name: b}, share=True) for t, b in zip(targets, blocks, strict=True)
+    ]
+    for model in eval_models:
+        model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
+    _match_output_scale(blocks, pairs, train, targets, cfg)
+    # the untrained blocks' loss on the first batches: the "before" of real learning
+    start_logs = trainer.evaluate(train.take(4), verbose=0, return_dict=True)
+    mse_start = [float(start_logs[f"mse_{i}"]) for i in range(len(blocks))]
+    callback = _EvalCallback(
+        [t.name for t in targets], blocks, eval_models, val, cfg.eval_every, cfg.epochs, progress
+    )
+    t1 = time.perf_counter()
+    trainer.fit(
+        train,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        verbose=0,
+        shuffle=False,
+        callbacks=[callback],
+    )
+    t2 = time.perf_counter()
+    end = time.time()
+    share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
+    results = []
+    for i, target in enumerate(targets):
+        acc, best_epoch, weights = callback.best[i]
+        results.append(
+            TaskResult(
+                name=target.name,
+                index=target.index,
+                weights=weights,
+                accuracy=acc,
+                best_epoch=best_epoch,
+                epochs=cfg.epochs,
+                mse_start=mse_start[i],
+                mse_history=callback.mse[i],
+                accuracy_history=callback.history[i],
+                seconds_setup=(t1 - t0) * share,
+                seconds_train=(t2 - t1 - callback.eval_seconds) * share,
+                seconds_eval=callback.eval_seconds * share,
+                start=start,
+                end=end,
+                device=device,
+                fused_group=group,
+            )
+        )
+    return results
