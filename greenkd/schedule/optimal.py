@@ -9,6 +9,7 @@ the best assignment found so far is returned with `optimal=False`.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Sequence
 
@@ -159,10 +160,15 @@ def _branch_and_bound(
     sorted_pre = [pre[i] for i in order]
     sorted_own = [own[i] for i in order]
     suffix_own = [0.0] * (m + 1)
-    suffix_min_own = [float("inf")] * (m + 1)
     for k in range(m - 1, -1, -1):
         suffix_own[k] = suffix_own[k + 1] + sorted_own[k]
-        suffix_min_own[k] = min(suffix_min_own[k + 1], sorted_own[k])
+    # smallest_sums[k][t]: the t smallest own seconds among tasks k.. added up
+    smallest_sums = []
+    for k in range(m + 1):
+        sums = [0.0]
+        for o in sorted(sorted_own[k:]):
+            sums.append(sums[-1] + o)
+        smallest_sums.append(sums)
     least_pre = sorted_pre[-1]
     total_own = suffix_own[0]
     tol = max(1e-9, rel_gap) * max(1.0, upper)
@@ -174,16 +180,21 @@ def _branch_and_bound(
     best_where: list[int] | None = None
     nodes = 0
 
-    def room_too_small(k: int, limit: float) -> bool:
-        # Remaining own seconds must fit under `limit` on the devices; room smaller
-        # than the smallest remaining task is wasted, an empty device first pays a prefix.
-        smallest = suffix_min_own[k]
+    def cannot_fit(k: int, limit: float) -> bool:
+        # The remaining tasks must fit under `limit`. By seconds: room smaller than the
+        # smallest remaining task is wasted, and an empty device first pays a prefix.
+        # By count: each device takes at most as many tasks as its room holds of the
+        # smallest remaining ones (what proves near-equal tasks need one more somewhere).
+        sums = smallest_sums[k]
+        smallest = sums[1]
         room = 0.0
+        fits = 0
         for d in range(n):
             r = limit - (maxpre[d] + ownsum[d] if count[d] else least_pre)
             if r >= smallest:
                 room += r
-        return suffix_own[k] > 0 and suffix_own[k] >= room
+                fits += bisect.bisect_left(sums, r) - 1
+        return fits < m - k or (suffix_own[k] > 0 and suffix_own[k] >= room)
 
     def dfs(k: int, sum_maxpre: float) -> None:
         nonlocal best, best_where, nodes
@@ -218,7 +229,7 @@ def _branch_and_bound(
             maxpre[d], count[d] = new_pre, old_count + 1
             ownsum[d] += o
             where[k] = d
-            if k + 1 == m or not room_too_small(k + 1, limit):
+            if k + 1 == m or not cannot_fit(k + 1, limit):
                 dfs(k + 1, new_sum_maxpre)
             maxpre[d], count[d] = old_pre, old_count
             ownsum[d] -= o
