@@ -60,9 +60,10 @@ def test_run_tasks_csv_uses_end_minus_start_and_seconds_prefix(tmp_path):
     assert costs[1].seconds == pytest.approx(618.0)
 
 
-def test_task_index_column_restores_model_order(tmp_path):
-    path = _write(tmp_path / "tasks.csv", "task,task_index,start,end\nc,2,0,3\na,0,0,1\nb,1,0,2\n")
-    assert [c.name for c in load_timings_file(path)] == ["a", "b", "c"]
+@pytest.mark.parametrize("column", ["task_index", "index"])
+def test_index_column_restores_model_order_of_rows_written_as_tasks_finished(tmp_path, column):
+    path = _write(tmp_path / "tasks.csv", f"task,{column},start,end\nc,2,0,3\na,0,0,1\nb,1,0,2\n")
+    assert [(c.name, c.seconds) for c in load_timings_file(path)] == [("a", 1), ("b", 2), ("c", 3)]
 
 
 @pytest.mark.parametrize(
@@ -196,6 +197,20 @@ def test_analytic_costs_rank_vgg16_like_the_reference_runs_not_like_flops():
     # the shared part is the teacher prefix, which grows with depth
     prefixes = [c.prefix_seconds for c in costs]
     assert prefixes == sorted(prefixes) and all(0 < c.prefix_seconds < c.seconds for c in costs)
+
+
+def test_analytic_costs_accept_distill_target_dicts_with_shapes():
+    as_targets = [
+        {
+            "name": t["name"],
+            "prefix_flops": t["prefix_flops"],
+            "flops_after": t["block_flops"],
+            "input_shape": (side, side, cin),
+            "output_shape": (side, side, cout),
+        }
+        for t, (cin, cout, side) in zip(_vgg16_targets(), VGG16_CONVS, strict=True)
+    ]
+    assert analytic_costs(as_targets) == analytic_costs(_vgg16_targets())
 
 
 def test_analytic_costs_scale_with_images_and_reject_missing_numbers():

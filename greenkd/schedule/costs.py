@@ -117,8 +117,8 @@ def load_timings_file(path: str | Path) -> list[TaskCost]:
     """Read task costs from a CSV `task,seconds[,prefix_seconds]` or a run's tasks.csv.
 
     A tasks.csv without a `seconds` column gives `end - start`; `prefix_seconds` or
-    `seconds_prefix` gives the teacher-prefix share. Rows stay in file order (model
-    order) unless there is a `task_index` column. Lines starting with `#` are comments.
+    `seconds_prefix` gives the teacher-prefix share. Rows are put in model order by a
+    `task_index` or `index` column, else kept in file order. `#` lines are comments.
     """
     path = Path(path)
     try:
@@ -139,6 +139,8 @@ def load_timings_file(path: str | Path) -> list[TaskCost]:
             f"timings file {path} needs a 'seconds' column or 'start' and 'end' columns"
         )
     prefix_column = next((c for c in ("prefix_seconds", "seconds_prefix") if c in columns), None)
+    # tasks.csv rows are appended as tasks finish; its `index` is the task's model position
+    order_column = next((c for c in ("task_index", "index") if c in columns), None)
     rows: list[tuple[float, TaskCost]] = []
     seen: set[str] = set()
     for line_no, row in enumerate(reader, start=2):
@@ -158,7 +160,7 @@ def load_timings_file(path: str | Path) -> list[TaskCost]:
             raise GreenkdError(
                 f"{where}: need 0 <= prefix seconds ({prefix}) <= seconds ({seconds})"
             )
-        index = _number(row, "task_index", where) if "task_index" in columns else float(len(rows))
+        index = _number(row, order_column, where) if order_column else float(len(rows))
         rows.append((index, TaskCost(name, seconds, prefix)))
     if not rows:
         raise GreenkdError(f"timings file {path} has a header but no task rows")
@@ -180,6 +182,17 @@ FIXED_FULL_PASSES = 0.87  # per-task fixed work, in full teacher forwards (deepe
 NOMINAL_FLOPS_PER_S = 5e12  # effective, not peak: small convolutions and batches
 
 
+def _get(info: Mapping[str, Any], key: str, alias: str) -> Any:
+    return info[key] if key in info or alias not in info else info[alias]
+
+
+def _elements(info: Mapping[str, Any], side: str) -> float:
+    """`<side>_elements`, or the product of a distill Target's `<side>_shape`."""
+    if f"{side}_elements" not in info and f"{side}_shape" in info:
+        return float(math.prod(info[f"{side}_shape"]))
+    return float(info[f"{side}_elements"])
+
+
 def analytic_costs(
     targets_info: Sequence[Mapping[str, Any]],
     *,
@@ -191,7 +204,8 @@ def analytic_costs(
     """Estimate task costs from per-image FLOPs and activation sizes, when nothing was measured.
 
     Each dict has `name, prefix_flops, block_flops, input_elements, output_elements`
-    (per image); `images` is how many images a task processes (epochs x training set).
+    (per image; a distill `Target.to_dict()` works too: `flops_after`, `input_shape`,
+    `output_shape`); `images` is how many images a task processes (epochs x training set).
     The seconds are nominal; their ratios are what the policies use.
     """
     if flops_per_s <= 0 or images < 1 or element_flops < 0 or fixed_full_passes < 0:
@@ -205,8 +219,8 @@ def analytic_costs(
                 (
                     str(info["name"]),
                     float(info["prefix_flops"]),
-                    float(info["block_flops"]),
-                    float(info["input_elements"]) + float(info["output_elements"]),
+                    float(_get(info, "block_flops", "flops_after")),
+                    _elements(info, "input") + _elements(info, "output"),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
