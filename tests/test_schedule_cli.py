@@ -96,3 +96,10 @@ def test_unreadable_timings_file_exits_2_with_one_line(tmp_path):
         run = greenkd("plan", "--timings", str(path))
         assert run.returncode == 2
         assert run.stderr.startswith("greenkd: error: timings file") and run.stderr.count("\n") == 1
+
+
+def test_schedule_module_loads_without_tensorflow_or_keras():
+    code = "import sys, greenkd.schedule; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
