@@ -89,6 +89,18 @@ def test_fused_opt_matches_exhaustive_search_with_shared_prefixes(seed):
     assert p.predicted_makespan_s <= exhaustive_makespan(seconds, n) + 1e-9
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_fused_opt_is_exact_when_some_tasks_are_all_prefix_or_free(n):
+    # own seconds of 0 (a task that is all teacher prefix) and a 0-second task
+    seconds = [5, 5, 0, 3, 9, 9, 4]
+    prefix = [5, 5, 0, 1, 8, 9, 0]
+    costs = _tasks(seconds, prefix)
+    for fused in (False, True):
+        p = plan(costs, n, "opt", fused=fused)
+        best = exhaustive_makespan(seconds, n, prefix if fused else None)
+        assert p.optimal is True and p.predicted_makespan_s == pytest.approx(best)
+
+
 def test_sixteen_near_equal_tasks_on_three_devices_need_six_on_one():
     rng = random.Random(7)
     seconds = [100 + rng.uniform(-1, 1) for _ in range(16)]

@@ -91,7 +91,7 @@ def device_load(tasks: Sequence[TaskCost], fused: bool = False) -> float:
         return 0.0
     if not fused:
         return float(sum(t.seconds for t in tasks))
-    return max(t.prefix_seconds for t in tasks) + sum(t.own_seconds for t in tasks)
+    return float(max(t.prefix_seconds for t in tasks) + sum(t.own_seconds for t in tasks))
 
 
 def _by_name(costs: Sequence[TaskCost] | Mapping[str, TaskCost]) -> Mapping[str, TaskCost]:

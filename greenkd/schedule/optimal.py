@@ -193,7 +193,7 @@ def _branch_and_bound(
             r = limit - (maxpre[d] + ownsum[d] if count[d] else least_pre)
             if r >= smallest:
                 room += r
-                fits += bisect.bisect_left(sums, r) - 1
+                fits += max(0, bisect.bisect_left(sums, r) - 1)  # sums[t] < r
         return fits < m - k or (suffix_own[k] > 0 and suffix_own[k] >= room)
 
     def dfs(k: int, sum_maxpre: float) -> None:
