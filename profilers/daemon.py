@@ -220,10 +220,10 @@ class Profiler:
         """Append a labelled time point to marks.csv (`ts,label,fields` with the fields as JSON)."""
         if not isinstance(label, str) or not label:
             raise GreenkdError(f"a mark needs a non-empty text label, got {label!r}")
-        if self._state != "running" or self._marks_writer is None:
-            raise GreenkdError("marks can be added only while the profiler runs")
         payload = json.dumps(fields, sort_keys=True, default=str)
         with self._marks_lock:
+            if self._state != "running" or self._marks_writer is None:
+                raise GreenkdError("marks can be added only while the profiler runs")
             self._marks_writer.writerow([repr(time.time()), label, payload])
             self._marks_file.flush()  # type: ignore[union-attr]
             self._marks += 1
@@ -245,12 +245,14 @@ class Profiler:
         self._stop_event.set()
         if self._thread is not None:
             self._thread.join()
-        self._state = "stopped"
+        with self._marks_lock:
+            self._state = "stopped"
+            if self._marks_file is not None:
+                self._marks_file.close()
         for sensor in self._sensors:
             sensor.close()
-        for handle in (self._samples_file, self._marks_file):
-            if handle is not None:
-                handle.close()
+        if self._samples_file is not None:
+            self._samples_file.close()
         if self._crash is not None:
             self._reasons.append(
                 f"the sampler crashed: {self._crash.__class__.__name__}: {self._crash}"
