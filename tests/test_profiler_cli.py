@@ -360,3 +360,13 @@ def test_run_command_raises_after_the_summary_when_the_caller_is_interrupted(tmp
         _reap(proc)
     assert stdout.strip() == "stopped 11 ['SIGTERM']"
     assert _summary(out)["exit_code"] == 11
+
+
+def test_gpu_list_accepts_ranges_and_rejects_junk():
+    from greenkd.errors import GreenkdError
+    from profilers.cli import parse_gpu_indices
+
+    assert parse_gpu_indices("0-2,5") == [0, 1, 2, 5]
+    assert parse_gpu_indices(None) is None
+    with pytest.raises(GreenkdError, match="--gpus takes NVML indices"):
+        parse_gpu_indices("first")
