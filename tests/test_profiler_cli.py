@@ -226,37 +226,63 @@ def test_ctrl_c_on_the_terminal_reaches_the_command_once(tmp_path):
 def test_stat_file_vanishing_mid_run_keeps_samples_and_marks_partial(tmp_path):
     stat = tmp_path / "stat"
     write_proc_stat(stat, {"cpu": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]})
-    stop = threading.Event()
+    vanish, stop = threading.Event(), threading.Event()
 
     def tick() -> None:
-        # 25 % busy, then the file goes away.
-        for k in range(1, 9):
-            write_proc_stat(stat, {"cpu": [25 * k, 0, 0, 75 * k, 0, 0, 0, 0, 0, 0]})
-            if stop.wait(0.1):
+        # 25 % busy until the test says the file goes away.
+        k = 0
+        while not stop.wait(0.05):
+            if vanish.is_set():
+                stat.unlink()
                 return
-        stat.unlink()
+            k += 1
+            write_proc_stat(stat, {"cpu": [25 * k, 0, 0, 75 * k, 0, 0, 0, 0, 0, 0]})
 
-    writer = threading.Thread(target=tick)
+    done = tmp_path / "done"
+    wait_for_done = f"import os, time\nwhile not os.path.exists({str(done)!r}): time.sleep(0.02)\n"
     out = tmp_path / "run"
+    writer = threading.Thread(target=tick)
+    writer.start()
     proc = subprocess.Popen(
-        [*GREENKD, "profile", "--hz", "10", "--out", str(out), "--", "sleep", "1.5"],
+        [
+            *GREENKD,
+            "profile",
+            "--hz",
+            "10",
+            "--out",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            wait_for_done,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(tmp_path, GREENKD_PROC_STAT=str(stat)),
     )
-    writer.start()
     try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if (out / "samples.csv").exists() and len(_sample_rows(out)) >= 3:
+                break
+            time.sleep(0.05)
+        vanish.set()
+        time.sleep(0.5)  # five sample periods with the file gone
+        done.touch()
         proc.communicate(timeout=20)
     finally:
         stop.set()
         writer.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0  # the command's own code
     summary = _summary(out)
     assert summary["status"] == "partial"
     assert "procstat" in summary["reason"] and "no longer readable" in summary["reason"]
     util = [float(r[4]) for r in _sample_rows(out) if r[3] == "utilization"]
-    assert len(util) >= 2
+    assert len(util) >= 3
     assert all(v == pytest.approx(25.0) for v in util)
 
 
@@ -268,9 +294,12 @@ def test_profile_reads_package_energy_from_the_msr_driver(tmp_path):
     stop = threading.Event()
 
     def load() -> None:
-        # 40 W on the package, in 10 ms steps.
+        # 40 W on the package: each step adds the energy of the time since the last one.
+        last = time.monotonic()
         while not stop.wait(0.01):
-            machine.add_package_joules(0, 0.4)
+            now = time.monotonic()
+            machine.add_package_joules(0, 40.0 * (now - last))
+            last = now
 
     with mounted_msr(machine, tmp_path / "cpu") as root:
         loader = threading.Thread(target=load)

@@ -99,11 +99,12 @@ def test_idle_baseline_splits_gpu_energy_into_idle_and_dynamic(tmp_path):
     summary = p.summary()
     (domain,) = summary["domains"]
     seconds = summary["duration_s"]
-    assert summary["idle"]["seconds"] == pytest.approx(0.5, abs=0.06)
-    assert domain["idle_power_w"] == pytest.approx(50.0, rel=0.03)
-    assert domain["avg_power_w"] == pytest.approx(150.0, rel=0.03)
-    assert domain["idle_energy_j"] == pytest.approx(50.0 * seconds, rel=0.03)
-    assert domain["dynamic_energy_j"] == pytest.approx(100.0 * seconds, rel=0.05)
+    # The switch to 150 W comes a few ms after the baseline's last sample: hence the tolerances.
+    assert summary["idle"]["seconds"] == pytest.approx(0.5, abs=0.1)
+    assert domain["idle_power_w"] == pytest.approx(50.0, rel=0.01)
+    assert domain["avg_power_w"] == pytest.approx(150.0, rel=0.05)
+    assert domain["idle_energy_j"] == pytest.approx(50.0 * seconds, rel=0.01)
+    assert domain["dynamic_energy_j"] == pytest.approx(100.0 * seconds, rel=0.08)
 
 
 def test_gpu_list_limits_the_used_view_but_the_whole_node_is_reported(tmp_path):
