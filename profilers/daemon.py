@@ -186,6 +186,8 @@ class Profiler:
             raise GreenkdError("a Profiler runs once; create a new one for the next run")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            # A summary left by an earlier run would mark this one finished while it runs.
+            self.summary_path.unlink(missing_ok=True)
             self._samples_file = open(self.samples_path, "w", newline="")  # noqa: SIM115 (closed in stop)
             self._marks_file = open(self.marks_path, "w", newline="")  # noqa: SIM115
         except OSError as exc:

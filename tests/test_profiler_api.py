@@ -180,3 +180,13 @@ def test_importing_profilers_pulls_in_no_heavy_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_stale_summary_is_removed_while_a_new_run_is_in_progress(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text('{"status": "complete"}')
+    with _profile(tmp_path) as p:
+        assert not (run / "summary.json").exists()
+        assert p.summary()["status"] == "running"
+    assert json.loads((run / "summary.json").read_text())["start_ts"] == p.summary()["start_ts"]
