@@ -142,6 +142,30 @@ def _inline(model: keras.Model, inputs):
     return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
 
 
+def _nodes_of(model: keras.Model, layer: keras.layers.Layer) -> list:
+    return [
+        node
+        for nodes in model._nodes_by_depth.values()
+        for node in nodes
+        if node.operation is layer
+    ]
+
+
+def layer_io(model: keras.Model, layer: keras.layers.Layer):
+    """The (input, output) tensors of `layer` in `model`'s own graph, found by identity.
+
+    A layer shared with other models (a block being evaluated in a spliced
+    copy) has several call sites; only the one inside `model` counts.
+    """
+    nodes = _nodes_of(model, layer)
+    if len(nodes) != 1:
+        raise GreenkdError(
+            f"layer {layer.name} is called {len(nodes)} times in {model.name}; "
+            "greenkd replaces layers that are used once"
+        )
+    return nodes[0].input_tensors[0], nodes[0].outputs[0]
+
+
 def find(model: keras.Model, *, block: str = "a") -> list[Target]:
     """Every non-1x1 Conv2D of `model` in model order, with its cost before and after `block`."""
     model = flatten(model)
@@ -151,11 +175,7 @@ def find(model: keras.Model, *, block: str = "a") -> list[Target]:
         prefix += layer_flops(layer)
         if not _is_target(layer):
             continue
-        if len(layer._inbound_nodes) != 1:
-            raise GreenkdError(
-                f"layer {layer.name} is called {len(layer._inbound_nodes)} times; "
-                "greenkd replaces layers that are used once"
-            )
+        tensor_in, tensor_out = layer_io(model, layer)
         partial = Target(
             name=layer.name,
             index=len(targets),
@@ -164,8 +184,8 @@ def find(model: keras.Model, *, block: str = "a") -> list[Target]:
             padding=layer.padding,
             dilation=tuple(layer.dilation_rate),
             activation=keras.activations.serialize(layer.activation),
-            input_shape=_shape(layer.input),
-            output_shape=_shape(layer.output),
+            input_shape=_shape(tensor_in),
+            output_shape=_shape(tensor_out),
             params_before=layer.count_params(),
             flops_before=layer_flops(layer),
             params_after=0,

@@ -27,7 +27,7 @@ import numpy as np
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
 from greenkd.distill.assemble import splice
-from greenkd.distill.targets import Target, flatten, make_block
+from greenkd.distill.targets import Target, flatten, layer_io, make_block
 from greenkd.tfsetup import keras
 
 
@@ -92,8 +92,7 @@ def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
     teacher = flatten(teacher)
     outputs = []
     for name in names:
-        layer = teacher.get_layer(name)
-        outputs += [layer.input, layer.output]
+        outputs += list(layer_io(teacher, teacher.get_layer(name)))
     model = keras.Model(teacher.inputs, outputs, name="pairs")
     model.trainable = False
     return model

@@ -1,0 +1,46 @@
+"""Shared fixtures: a private cache for the whole session and a tiny trained teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def greenkd_cache(tmp_path_factory) -> Path:
+    """A private GREENKD_CACHE for every test and every subprocess they start."""
+    root = tmp_path_factory.mktemp("greenkd-cache")
+    old = os.environ.get("GREENKD_CACHE")
+    os.environ["GREENKD_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("GREENKD_CACHE", None)
+    else:
+        os.environ["GREENKD_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tmp_path_factory):
+    """A run small enough for tests: VGG16 at width 1/16 on 512 synthetic images."""
+    from greenkd.config import RunConfig
+
+    return RunConfig(
+        width=1 / 16,
+        n_train=512,
+        n_val=256,
+        teacher_epochs=3,
+        epochs=2,
+        finetune_epochs=1,
+        batch_size=64,
+        out=str(tmp_path_factory.mktemp("run")),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tiny_cfg, greenkd_cache):
+    """Data, trained teacher (cached for the session) and targets of the tiny run."""
+    from greenkd.distill.run import prepare
+
+    return prepare(tiny_cfg)

@@ -1,0 +1,136 @@
+"""`greenkd distill` end to end through the real CLI, bad input, and interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from greenkd.rundir import TASK_COLUMNS
+
+GREENKD = [sys.executable, "-m", "greenkd"]
+TINY = [
+    "--width",
+    "0.0625",
+    "--n-train",
+    "512",
+    "--n-val",
+    "256",
+    "--teacher-epochs",
+    "3",
+    "--epochs",
+    "2",
+    "--finetune-epochs",
+    "1",
+    "--quiet",
+]
+
+
+def run(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*GREENKD, *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_distill_end_to_end_writes_the_run_directory(tmp_path, tiny_setup):
+    out = tmp_path / "run"
+    proc = run("distill", *TINY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "tasks.csv").open()))
+    assert [r["task"] for r in rows] == [t.name for t in tiny_setup.targets]
+    assert set(TASK_COLUMNS) <= set(rows[0])
+    assert all(float(r["end"]) > float(r["start"]) > 1e9 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["error"] is None
+    assert summary["student_params"] < summary["teacher_params"]
+    assert summary["student_flops"] < summary["teacher_flops"]
+    assert summary["accepted"] == [r["task"] for r in rows if r["accepted"] == "true"]
+    assert set(summary["seconds"]) >= {"setup", "tasks", "assemble", "finetune", "total"}
+    assert len(list((out / "blocks").glob("*.npz"))) == 13
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["width"] == 0.0625 and config["meta"]["version"]
+
+    from greenkd.tfsetup import keras
+
+    student = keras.saving.load_model(out / "student.keras")
+    assert student.output.shape == tiny_setup.teacher.model.output.shape
+    assert student.count_params() == summary["student_params"]
+
+
+def _only_dense_model(path):
+    from greenkd.tfsetup import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--dataset", "imagenet-please"], "unknown dataset"),
+        (["--model", "vgg19"], "unknown model"),
+        (["--model", "/nowhere/teacher.keras"], "does not exist"),
+        (["--max-drop", "1.5"], "--max-drop must be between 0 and 1"),
+        (["--min-accuracy", "-0.1"], "--min-accuracy must be between 0 and 1"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--block", "z"], "--block must be one of"),
+        (["--data-threads", "many"], "data threads"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    proc = run("distill", *args, "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and says in errors[0], proc.stderr
+
+
+def test_model_without_compressible_layers_is_a_user_error(tmp_path):
+    model = _only_dense_model(tmp_path / "dense.keras")
+    proc = run(
+        "distill",
+        "--model",
+        str(model),
+        "--n-train",
+        "64",
+        "--n-val",
+        "32",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "no compressible layer" in proc.stderr
+    proc = run("targets", str(model))
+    assert proc.returncode == 2 and "no compressible layer" in proc.stderr
+
+
+def test_interrupted_run_keeps_finished_tasks_and_says_partial(tmp_path, tiny_setup):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*GREENKD, "distill", *TINY, "--epochs", "3", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tasks = out / "tasks.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if tasks.exists() and len(tasks.read_text().splitlines()) >= 3:  # header + 2 tasks
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial"
+    done = list(csv.DictReader(tasks.open()))
+    assert len(done) >= 2 and summary["tasks_done"] == len(done)
+    assert {p.stem for p in (out / "blocks").glob("*.npz")} >= {r["task"] for r in done}

@@ -1,0 +1,181 @@
+"""Targets, replacement blocks and graph surgery on real Keras graphs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from greenkd import models
+from greenkd.distill import targets as tg
+from greenkd.distill.assemble import assemble, splice
+from greenkd.errors import GreenkdError
+from greenkd.tfsetup import keras
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return models.vgg16(width=1 / 16)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return models.resnet50(image_size=32)
+
+
+def branchy_model() -> keras.Model:
+    """Branches, concatenation, 'valid' padding, strides 2, and 5x5, 7x7, 1x7 and 1x1 kernels."""
+    inputs = keras.Input((32, 32, 3))
+    stem = keras.layers.Conv2D(8, 7, strides=2, padding="valid", name="stem7x7")(inputs)
+    left = keras.layers.Conv2D(6, 5, padding="same", activation="relu", name="left5x5")(stem)
+    right = keras.layers.Conv2D(4, 1, name="right1x1")(stem)
+    right = keras.layers.Conv2D(6, (1, 7), padding="same", name="right1x7")(right)
+    merged = keras.layers.Concatenate(name="concat")([left, right])
+    down = keras.layers.Conv2D(
+        10, 3, strides=2, padding="valid", activation="relu", name="down3x3"
+    )(merged)
+    dilated = keras.layers.Conv2D(10, 3, dilation_rate=2, padding="same", name="dilated")(down)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([down, dilated]))
+    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x), name="branchy")
+
+
+def test_vgg16_has_13_targets_and_resnet50_17(vgg, resnet):
+    assert [t.name for t in tg.find(vgg)] == [
+        f"block{b}_conv{c}"
+        for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+        for c in range(1, n + 1)
+    ]
+    found = tg.find(resnet)
+    assert len(found) == 17
+    assert found[0].name == "conv1_conv" and found[0].kernel == (7, 7)
+    assert found[0].strides == (2, 2) and found[0].padding == "valid"
+    assert all(t.kernel == (3, 3) for t in found[1:])
+
+
+def test_targets_command_json_counts():
+    for model, count in (("vgg16", 13), ("resnet50", 17)):
+        out = subprocess.run(
+            [sys.executable, "-m", "greenkd", "targets", model, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        report = json.loads(out)
+        assert report["model"]["n_targets"] == count == len(report["targets"])
+        first = report["targets"][0]
+        assert {
+            "name",
+            "kernel",
+            "strides",
+            "input_shape",
+            "output_shape",
+            "params_before",
+            "params_after",
+            "flops_before",
+            "flops_after",
+        } <= set(first)
+
+
+def test_conv_cost_by_hand():
+    inputs = keras.Input((8, 8, 4))
+    conv = keras.layers.Conv2D(6, 3, padding="same", name="c")(inputs)
+    model = keras.Model(inputs, conv)
+    (t,) = tg.find(model)
+    assert t.params_before == 3 * 3 * 4 * 6 + 6
+    assert t.flops_before == 2 * 8 * 8 * 6 * 3 * 3 * 4
+    # block (a): dw 3x3 on 4 ch, pw 4->6, dw 3x3 on 6 ch, pw 6->6 (BN not counted)
+    assert t.flops_after == 2 * 64 * (4 * 9 + 4 * 6 + 6 * 9 + 6 * 6)
+    # params: dw 36 + bn 16 + pw 24 + bn 24 + dw 54 + bn 24 + pw 36 + bn 24
+    assert t.params_after == 36 + 16 + 24 + 24 + 54 + 24 + 36 + 24
+
+
+def test_1x1_depthwise_and_separable_convs_are_not_targets():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.SeparableConv2D(4, 3, padding="same")(x)
+    model = keras.Model(inputs, x)
+    assert tg.find(model) == []
+    with pytest.raises(GreenkdError, match="no compressible layer"):
+        tg.require_targets(tg.find(model), "tiny")
+
+
+@pytest.mark.parametrize("kind", ["a", "b", "c", "d"])
+def test_every_block_kind_matches_every_target_shape(kind):
+    model = branchy_model()
+    for t in tg.find(model):
+        block = tg.make_block(t, kind, layer=model.get_layer(t.name))
+        assert tuple(block.output.shape[1:]) == t.output_shape, (kind, t.name)
+        n_dw = sum(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in block.layers)
+        assert n_dw == tg.BLOCK_LAYERS[kind]
+        has_add = any(isinstance(layer, keras.layers.Add) for layer in block.layers)
+        assert has_add == (kind in ("c", "d"))
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet", "branchy"])
+def test_splicing_each_target_and_all_keeps_the_output_shape(name, vgg, resnet):
+    model = {"vgg": vgg, "resnet": resnet, "branchy": branchy_model()}[name]
+    found = tg.find(model)
+    want = tuple(model.output.shape)
+    for t in found:
+        spliced = splice(
+            model, {t.name: tg.make_block(t, "a", layer=model.get_layer(t.name))}, share=True
+        )
+        assert tuple(spliced.output.shape) == want, t.name
+        assert t.name not in {layer.name for layer in spliced.layers}
+    weights = {}
+    for t in found:
+        weights[t.name] = tg.make_block(t, "a", layer=model.get_layer(t.name)).get_weights()
+    student = assemble(model, found, weights, "a")
+    assert tuple(student.output.shape) == want
+    assert not any(layer.name in weights for layer in student.layers)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert student(x).shape == model(x).shape
+    assert student.count_params() < model.count_params()
+
+
+def test_assembled_student_copies_weights_and_does_not_share_them(vgg):
+    found = tg.find(vgg)
+    last = found[-1]
+    block = tg.make_block(last, "a", layer=vgg.get_layer(last.name))
+    student = assemble(vgg, found, {last.name: block.get_weights()}, "a")
+    for name in ("block1_conv1", "predictions"):
+        np.testing.assert_array_equal(
+            student.get_layer(name).get_weights()[0], vgg.get_layer(name).get_weights()[0]
+        )
+        assert student.get_layer(name) is not vgg.get_layer(name)
+    np.testing.assert_array_equal(
+        student.get_layer(f"{last.name}_kd").get_weights()[0], block.get_weights()[0]
+    )
+
+
+def test_nested_models_are_flattened_for_surgery():
+    inner = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, padding="same", name="inner_conv")],
+        name="backbone",
+    )
+    inputs = keras.Input((16, 16, 3))
+    x = inner(inputs)
+    x = keras.layers.Conv2D(4, 3, name="outer_conv")(x)
+    model = keras.Model(inputs, keras.layers.Flatten()(x))
+    found = tg.find(model)
+    assert [t.name for t in found] == ["inner_conv", "outer_conv"]
+    student = assemble(
+        model, found, {t.name: tg.make_block(t, "a").get_weights() for t in found}, "a"
+    )
+    assert tuple(student.output.shape) == tuple(model.output.shape)
+
+
+def test_block_ends_like_the_conv_it_replaces(vgg, resnet):
+    relu_target = tg.find(vgg)[3]
+    linear_target = tg.find(resnet)[1]
+    assert relu_target.activation == "relu" and linear_target.activation == "linear"
+    relu_block = tg.make_block(relu_target, "a", seed=0)
+    linear_block = tg.make_block(linear_target, "a", seed=0)
+    assert isinstance(relu_block.layers[-1], keras.layers.Activation)
+    assert isinstance(linear_block.layers[-1], keras.layers.BatchNormalization)
+    x = np.random.default_rng(0).normal(size=(4, *linear_target.input_shape)).astype("float32")
+    assert float(np.min(linear_block(x, training=True))) < 0  # can be negative, as the conv

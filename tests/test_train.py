@@ -1,0 +1,121 @@
+"""Layer tasks: real training on the teacher's own activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from greenkd import data
+from greenkd.config import RunConfig
+from greenkd.distill import targets as tg
+from greenkd.distill.train import pair_model, train_task
+from greenkd.tfsetup import keras
+
+
+def test_block_learns_its_layer(tiny_setup, tiny_cfg):
+    target = tiny_setup.targets[6]
+    cfg = tiny_cfg.replace(epochs=5)
+    result = train_task(
+        tiny_setup.teacher.model,
+        target,
+        cfg,
+        tiny_setup.source,
+        preprocess_mode=tiny_setup.preprocess_mode,
+    )
+    assert result.name == target.name and result.epochs == 5
+    assert len(result.mse_history) == 5
+    # real learning: the local loss ends far below the untrained block's
+    assert result.mse_best < 0.5 * result.mse_start
+    # evaluated every 2 epochs and after the last; the best of them is kept
+    assert set(result.accuracy_history) == {2, 4, 5}
+    assert result.accuracy == max(result.accuracy_history.values())
+    assert 0.0 <= result.accuracy <= 1.0
+    assert result.seconds_train > 0 and result.seconds_eval > 0
+    assert result.end > result.start
+    block = tg.make_block(target, tiny_cfg.block)
+    assert [w.shape for w in block.get_weights()] == [w.shape for w in result.weights]
+
+
+def test_same_layer_same_seed_same_block(tiny_setup, tiny_cfg):
+    target = tiny_setup.targets[9]
+    cfg = tiny_cfg.replace(epochs=1)
+    kw = dict(preprocess_mode=tiny_setup.preprocess_mode)
+    a = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
+    b = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+    assert a.accuracy == pytest.approx(b.accuracy)
+
+
+def test_keeps_the_best_evaluated_weights_not_the_last(tiny_setup, tiny_cfg):
+    target = tiny_setup.targets[2]
+    cfg = tiny_cfg.replace(epochs=3, eval_every=1, lr=0.05)  # a rough ride: accuracy moves
+    result = train_task(
+        tiny_setup.teacher.model,
+        target,
+        cfg,
+        tiny_setup.source,
+        preprocess_mode=tiny_setup.preprocess_mode,
+    )
+    assert set(result.accuracy_history) == {1, 2, 3}
+    best_epoch = max(result.accuracy_history, key=result.accuracy_history.get)
+    assert result.best_epoch == best_epoch
+    assert result.accuracy == result.accuracy_history[best_epoch]
+
+
+def resnet_like_teacher() -> keras.Model:
+    """Convs with linear outputs followed by BN and ReLU, as in every conv of Keras ResNet50."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_linear_conv_gets_a_linear_block_that_beats_any_relu_block():
+    """The reference code's bug: a ReLU-ended block regressing a linear conv's raw output.
+
+    For any non-negative prediction p, (p - y)^2 >= min(y, 0)^2, so no ReLU-ended
+    block can go below mean(min(y, 0)^2). Ours ends linear like the conv and must.
+    """
+    teacher = resnet_like_teacher()
+    source = data.load("synthetic", n_train=256, n_val=64)
+    cfg = RunConfig(epochs=6, eval_every=6, batch_size=32, augment=False, lr=1e-2)
+    target = next(t for t in tg.find(teacher) if t.name == "c2")
+    assert target.activation == "linear"
+    pairs = pair_model(teacher, ["c2"])
+    images = next(
+        iter(data.pipeline(source, "train", batch_size=256, preprocess_mode="scale", labels=False))
+    )
+    _, raw = pairs(images)
+    raw = keras.ops.convert_to_numpy(raw)
+    relu_floor = float(np.mean(np.minimum(raw, 0.0) ** 2))
+    assert (raw < 0).mean() > 0.3  # the conv's raw output really is often negative
+    result = train_task(teacher, target, cfg, source, preprocess_mode="scale")
+    assert result.mse_best < 0.6 * relu_floor
+
+
+def test_fresh_pipeline_repeats_the_same_order_after_other_work():
+    """Any schedule gives a task the same data: the order depends on the seed alone."""
+    source = data.load("synthetic", n_train=64, n_val=16)
+
+    def first_labels():
+        keras.utils.set_random_seed(0)
+        ds = data.pipeline(
+            source,
+            "train",
+            batch_size=64,
+            preprocess_mode="none",
+            seed=0,
+            augment=True,
+            repeat=True,
+        )
+        return next(iter(ds))[1].numpy()
+
+    a = first_labels()
+    for _ in range(3):  # unrelated iterations in between, as another task would do
+        next(iter(data.pipeline(source, "train", batch_size=8, preprocess_mode="none", seed=9)))
+    np.testing.assert_array_equal(a, first_labels())
