@@ -23,17 +23,17 @@ def greenkd_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cfg(tmp_path_factory):
-    """A run small enough for tests: VGG16 at width 1/16 on 512 synthetic images."""
+    """A run small enough for tests: VGG16 at width 1/16 on 1024 synthetic images."""
     from greenkd.config import RunConfig
 
     return RunConfig(
         width=1 / 16,
-        n_train=512,
+        n_train=1024,
         n_val=256,
-        teacher_epochs=3,
+        teacher_epochs=8,
         epochs=2,
         finetune_epochs=1,
-        batch_size=64,
+        batch_size=32,
         out=str(tmp_path_factory.mktemp("run")),
     )
 
