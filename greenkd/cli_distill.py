@@ -41,6 +41,9 @@ _FIELDS = (
     "fuse",
     "timings",
     "allow_oversubscribe",
+    "cores_per_device",
+    "calibrate",
+    "scheduler_address",
     "seed",
     "out",
 )
@@ -55,23 +58,26 @@ def config_from_flags(ctx: click.Context, values: dict[str, Any], config: Path |
     changes: dict[str, Any] = {}
     for name in (*_FIELDS, "max_drop", "min_accuracy", "data_threads"):
         source = ctx.get_parameter_source(name)
-        if config is not None and source == click.core.ParameterSource.DEFAULT:
+        if config is not None and _is_default(source):
             continue
         value = values[name]
         if name == "max_drop":
             changes["accept_max_drop"] = value
         elif name == "min_accuracy":
             changes["accept_min_accuracy"] = value
-            if (
-                source != click.core.ParameterSource.DEFAULT
-                and ctx.get_parameter_source("max_drop") == click.core.ParameterSource.DEFAULT
-            ):
+            if not _is_default(source) and _is_default(ctx.get_parameter_source("max_drop")):
                 changes["accept_max_drop"] = None  # an absolute floor alone
         elif name == "data_threads":
             changes["data_threads"] = DataThreads.parse(value)
         else:
             changes[name] = value
     return base.replace(**changes)
+
+
+def _is_default(source: Any) -> bool:
+    # typer bundles its own click (typer._click), whose ParameterSource is not
+    # click.core.ParameterSource: compare by name
+    return source is None or getattr(source, "name", "") == "DEFAULT"
 
 
 def register(app: typer.Typer) -> None:
@@ -143,6 +149,15 @@ def distill_command(
     allow_oversubscribe: bool = typer.Option(
         False, help="Allow more devices than the machine has."
     ),
+    cores_per_device: int | None = typer.Option(
+        None, help="CPU cores per CPU device (default: the machine's cores split N ways)."
+    ),
+    calibrate: bool = typer.Option(
+        _D.calibrate, help="With no measured task times, time a few steps of each task to plan."
+    ),
+    scheduler_address: str | None = typer.Option(
+        None, help="--backend dask: an existing scheduler, tcp://host:8786 (default: a local one)."
+    ),
     seed: int = typer.Option(_D.seed),
     out: str = typer.Option(_D.out, help="Run directory."),
     config: Path | None = typer.Option(
@@ -158,9 +173,26 @@ def distill_command(
     from greenkd.progress import RichReporter, summary_table
 
     console = Console(stderr=False, quiet=quiet)
+    if cfg.backend == "mpi":
+        from greenkd.executors import mpi
+
+        if not mpi.under_mpiexec():  # start mpiexec -n N, each rank runs this command
+            try:
+                summary = mpi.launch(cfg, quiet=quiet)
+            except mpi.MpiRunFailed as exc:  # a run that failed, not bad input: exit 1
+                typer.echo(f"greenkd: error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            console.print(summary_table(summary))
+            console.print(f"run directory: {cfg.out}")
+            return
     reporter = RichReporter(console)
     try:
-        summary = distill(cfg, reporter=reporter)
+        if cfg.backend == "mpi":
+            summary = mpi.run_rank(cfg, reporter)
+            if summary is None:  # ranks other than 0 report nothing
+                return
+        else:
+            summary = distill(cfg, reporter=reporter)
     finally:
         reporter.close()
     console.print(summary_table(summary))

@@ -98,6 +98,9 @@ class RunConfig:
     data_threads: DataThreads = field(default_factory=DataThreads)
     timings: str | None = None
     allow_oversubscribe: bool = False
+    cores_per_device: int | None = None  # CPU devices: cores each; None = the machine split n ways
+    calibrate: bool = False  # time a few steps of each task when no measured times exist
+    scheduler_address: str | None = None  # dask: an existing scheduler; None = a local cluster
     seed: int = 0
     out: str = "runs/latest"
 
@@ -120,6 +123,10 @@ class RunConfig:
                 f"--finetune-epochs must be >= 0, got {self.finetune_epochs}",
             ),
             (self.gpus >= 1, f"--gpus must be >= 1, got {self.gpus}"),
+            (
+                self.cores_per_device is None or self.cores_per_device >= 1,
+                f"--cores-per-device must be >= 1, got {self.cores_per_device}",
+            ),
             (self.lr > 0 and self.finetune_lr > 0, "learning rates must be > 0"),
             (
                 0 < self.lr_end_factor <= 1,

@@ -1,13 +1,17 @@
 """Devices a run spreads its tasks over: GPUs where there are GPUs, else disjoint CPU core sets.
 
 Detection uses NVML (no TensorFlow import), so the parent process of a
-parallel run never grabs a GPU that a worker needs.
+parallel run never grabs a GPU that a worker needs. `bind()` ties a worker
+process to its device before TensorFlow is imported; `configure_tensorflow()`
+sets TensorFlow's thread counts before its first op.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from greenkd.errors import GreenkdError
 
@@ -17,13 +21,50 @@ class Device:
     kind: str  # "gpu" or "cpu"
     index: int
     label: str  # gpu0, gpu1 ... or cpuset0, cpuset1 ...
-    cores: tuple[int, ...]  # CPU cores the worker is pinned to (all allowed cores for a GPU worker)
+    cores: tuple[int, ...]  # CPU cores the worker is pinned to
     gpu: int | None = None  # physical GPU index for CUDA_VISIBLE_DEVICES
+    shared: bool = False  # oversubscribed: other devices use the same GPU or cores
+
+    @property
+    def threads(self) -> int:
+        """TensorFlow intra-op threads for a worker on this device: one per core."""
+        return max(1, len(self.cores))
 
     def env(self) -> dict[str, str]:
         """Environment a worker for this device needs before TensorFlow is imported."""
         visible = "" if self.gpu is None else str(self.gpu)
-        return {"CUDA_VISIBLE_DEVICES": visible}
+        env = {"CUDA_VISIBLE_DEVICES": visible}
+        if self.kind == "cpu":
+            # read by TensorFlow's runtime and oneDNN at start-up; configure_tensorflow()
+            # sets the same through the API, which is what TensorFlow reports back
+            threads = str(self.threads)
+            env.update(
+                TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
+            )
+        elif self.shared:
+            # several workers on one GPU: each takes memory as it needs it, not 90% up front
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        return env
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "index": self.index,
+            "label": self.label,
+            "cores": list(self.cores),
+            "gpu": self.gpu,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Device:
+        return cls(
+            kind=data["kind"],
+            index=int(data["index"]),
+            label=data["label"],
+            cores=tuple(data["cores"]),
+            gpu=data.get("gpu"),
+            shared=bool(data.get("shared", False)),
+        )
 
 
 def gpu_count() -> int:
@@ -45,14 +86,38 @@ def gpu_count() -> int:
     return count
 
 
+def gpu_name() -> str:
+    """The first GPU's name from NVML, or '' without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library, no device
+        return ""
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def allowed_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def plan_devices(n: int, *, allow_oversubscribe: bool = False) -> list[Device]:
-    """`n` devices for a run: the first n GPUs, or n disjoint sets of this process's cores."""
+def plan_devices(
+    n: int, *, allow_oversubscribe: bool = False, cores_per_device: int | None = None
+) -> list[Device]:
+    """`n` devices for a run: the first n GPUs, or n disjoint sets of this process's cores.
+
+    `cores_per_device` fixes a CPU device's size whatever n is (a 1- vs n-device
+    comparison then compares equal devices); None splits the allowed cores n ways.
+    GPU workers get disjoint core sets of that size when it is given, else all cores.
+    """
     if n < 1:
         raise GreenkdError(f"--gpus must be >= 1, got {n}")
+    if cores_per_device is not None and cores_per_device < 1:
+        raise GreenkdError(f"--cores-per-device must be >= 1, got {cores_per_device}")
     gpus = gpu_count()
     cores = allowed_cores()
     if gpus:
@@ -61,27 +126,114 @@ def plan_devices(n: int, *, allow_oversubscribe: bool = False) -> list[Device]:
                 f"asked for {n} devices but this machine has {gpus} GPU(s); "
                 "use fewer or pass --allow-oversubscribe to share GPUs"
             )
+        per = cores_per_device
         return [
             Device(
                 "gpu",
                 k,
                 f"gpu{k % gpus}" if n <= gpus else f"gpu{k % gpus}.{k // gpus}",
-                tuple(cores),
+                tuple(cores[k * per : (k + 1) * per])
+                if per and n * per <= len(cores)
+                else tuple(cores),
                 gpu=k % gpus,
+                shared=n > gpus,
             )
             for k in range(n)
         ]
-    if n > len(cores) and not allow_oversubscribe:
+    per = cores_per_device or max(1, len(cores) // n)
+    if n * per > len(cores) and not allow_oversubscribe:
+        wanted = f"{n} devices" if cores_per_device is None else f"{n} devices x {per} cores"
         raise GreenkdError(
-            f"asked for {n} devices but this machine has no GPU and {len(cores)} CPU core(s) "
+            f"asked for {wanted} but this machine has no GPU and {len(cores)} CPU core(s) "
             "for CPU workers; use fewer or pass --allow-oversubscribe to share cores"
         )
-    if n > len(cores):
-        sets = [(cores[k % len(cores)],) for k in range(n)]
-    else:
-        per = len(cores) // n
-        sets = [tuple(cores[k * per : (k + 1) * per]) for k in range(n)]
-    return [Device("cpu", k, f"cpuset{k}", s) for k, s in enumerate(sets)]
+    if per > len(cores):
+        raise GreenkdError(
+            f"--cores-per-device {per} is more than the {len(cores)} core(s) this process may use"
+        )
+    shared = n * per > len(cores)
+    # oversubscribed: core sets wrap around the allowed cores
+    sets = [tuple(cores[(k * per + i) % len(cores)] for i in range(per)) for k in range(n)]
+    return [Device("cpu", k, f"cpuset{k}", s, shared=shared) for k, s in enumerate(sets)]
+
+
+def covers_process(device: Device) -> bool:
+    """True when binding to `device` would change nothing for this process (1 device, all cores)."""
+    return device.kind == "cpu" and set(device.cores) >= set(allowed_cores())
+
+
+def bind(device: Device) -> None:
+    """Tie this process to `device`: GPU visibility, CPU affinity of every thread, thread env.
+
+    Call before TensorFlow is imported: TensorFlow reads CUDA_VISIBLE_DEVICES when it
+    loads. A CPU device can still be bound after a bare import (a spawned worker
+    re-imports its parent's main module, which may import TensorFlow): the thread
+    pools start with the first op, and new threads inherit the affinity set here.
+    """
+    if "tensorflow" in sys.modules and device.kind == "gpu":
+        raise GreenkdError(
+            f"cannot bind this process to {device.label}: TensorFlow was imported before "
+            "CUDA_VISIBLE_DEVICES could be set (a script that imports TensorFlow at the top "
+            "and starts workers should import it inside `if __name__ == '__main__':`)"
+        )
+    os.environ.update(device.env())
+    set_affinity(device.cores)
+
+
+def set_affinity(cores: tuple[int, ...] | list[int]) -> None:
+    """Pin every thread of this process to `cores`.
+
+    `os.sched_setaffinity(0, ...)` changes only the calling thread; a Dask worker
+    or an MPI rank already runs other threads, and threads started later inherit
+    their creator's mask, so every existing thread is set.
+    """
+    wanted = set(cores)
+    tids = (
+        [int(t) for t in os.listdir("/proc/self/task")] if Path("/proc/self/task").is_dir() else [0]
+    )
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, wanted)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+
+
+def configure_tensorflow(device: Device) -> None:
+    """Import TensorFlow and set its thread counts for `device` (before any op runs)."""
+    from greenkd.tfsetup import tf
+
+    if device.kind != "cpu":
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(device.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # "cannot be modified after initialization"
+        if tf.config.threading.get_intra_op_parallelism_threads() != device.threads:
+            raise GreenkdError(
+                f"cannot give TensorFlow {device.threads} thread(s) for {device.label}: it "
+                "already ran an op in this process"
+            ) from None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def hardware_label(devices: list[Device]) -> str:
+    """What a task's time depends on besides the run settings: device kind, model and size."""
+    if not devices:
+        return "none"
+    d = devices[0]
+    if d.kind == "gpu":
+        return f"gpu:{gpu_name() or 'unknown'}"
+    return f"cpu:{cpu_model()} x{len(d.cores)}"
 
 
 def describe(devices: list[Device]) -> str:

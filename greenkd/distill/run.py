@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ from typing import Any, Protocol
 
 from greenkd import data as data_mod
 from greenkd import models
-from greenkd.config import RunConfig
+from greenkd.config import RunConfig, write_json_atomic
 from greenkd.devices import Device, plan_devices
 from greenkd.distill import assemble as asm
+from greenkd.distill import costs
 from greenkd.distill.targets import Target, find, model_flops, require_targets
 from greenkd.distill.train import TaskResult, evaluate_accuracy, train_tasks
 from greenkd.errors import GreenkdError
 from greenkd.rundir import RunDir
+from greenkd.schedule import Plan
 
 
 class Reporter(Protocol):
@@ -51,6 +54,7 @@ class Setup:
     teacher: models.Teacher
     targets: list[Target]
     preprocess_mode: str
+    plan: Plan | None = None  # set by distill() before the tasks run
 
     def targets_named(self, names: Iterable[str]) -> list[Target]:
         by_name = {t.name: t for t in self.targets}
@@ -162,8 +166,17 @@ def distill(
 ) -> dict[str, Any]:
     """Run Algorithm 1 end to end and return the summary written to summary.json."""
     reporter = reporter or SilentReporter()
-    devices = devices or plan_devices(cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe)
-    executor = executor or inline_executor
+    costs.check_timings_file(cfg)
+    devices = devices or plan_devices(
+        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
+    )
+    if executor is None:
+        from greenkd.executors import select
+
+        executor = select(cfg, devices)
+    if devices[0].kind == "gpu" and len(devices) > 1:
+        # this process assembles and fine-tunes; it must not take the GPU memory workers need
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     run = RunDir(cfg.out)
     run.create(
         cfg,
@@ -182,6 +195,8 @@ def distill(
         "n_devices": len(devices),
         "device_kind": devices[0].kind,
         "devices": [d.label for d in devices],
+        "backend": cfg.backend,
+        "sched": cfg.sched,
         "tasks_done": 0,
     }
     results: dict[str, TaskResult] = {}
@@ -201,6 +216,9 @@ def distill(
             n_targets=len(setup.targets),
         )
         by_name = {t.name: t for t in setup.targets}
+        setup.plan = costs.plan_for(setup, devices)
+        summary["plan"] = {**setup.plan.to_dict(), "devices": [d.label for d in devices]}
+        write_json_atomic(run.path / "plan.json", summary["plan"])
 
         reporter.phase("tasks", f"{len(setup.targets)} layer tasks on {len(devices)} device(s)")
         reporter.tasks_started(len(setup.targets), cfg.epochs)
@@ -217,6 +235,7 @@ def distill(
         missing = [t.name for t in setup.targets if t.name not in results]
         if missing:
             raise GreenkdError(f"tasks finished without a result: {', '.join(missing)}")
+        summary["timings_recorded"] = costs.record(setup, devices, results.values())
 
         reporter.phase("assemble", "splicing accepted blocks into the teacher")
         t_asm = time.perf_counter()
@@ -264,6 +283,7 @@ def distill(
     finally:
         seconds.setdefault("total", time.perf_counter() - clock)
         summary["seconds"] = seconds
+        summary["lost_workers"] = list(getattr(executor, "lost_workers", []))
         summary["end_ts"] = time.time()
         run.write_summary(summary)
 

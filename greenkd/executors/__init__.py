@@ -1,0 +1,47 @@
+"""Executors: where the layer tasks run (paper §3.3, Algorithm 1 lines 2-11).
+
+- `local` (default): one worker process per device on this machine
+  (`local.py`); a single device that is the whole machine runs in-process.
+- `mpi`: one MPI rank per device (`mpi.py`); rank 0 broadcasts the plan and
+  gathers the weights.
+- `dask`: a Dask cluster (`dask.py`); a local one by default.
+
+An executor is called as `executor(setup, devices, reporter)` and yields
+`TaskResult`s as tasks finish; `distill()` writes them and assembles. Nothing
+here imports TensorFlow at module import: worker processes bind their device first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from greenkd.config import RunConfig
+from greenkd.devices import Device, covers_process
+from greenkd.errors import GreenkdError
+
+if TYPE_CHECKING:
+    from greenkd.distill.run import Executor
+
+
+def select(cfg: RunConfig, devices: list[Device]) -> Executor:
+    """The executor for `cfg.backend` on `devices` (the MPI backend is entered from its ranks)."""
+    if cfg.backend == "local":
+        if len(devices) == 1 and (devices[0].kind == "gpu" or covers_process(devices[0])):
+            # one GPU, or one CPU device that is the whole machine: a worker process would
+            # only add its start-up (and on a GPU compete with this process for memory)
+            from greenkd.distill.run import inline_executor
+
+            return inline_executor
+        from greenkd.executors.local import LocalExecutor
+
+        return LocalExecutor(cfg)
+    if cfg.backend == "dask":
+        from greenkd.executors.dask import DaskExecutor
+
+        return DaskExecutor(cfg)
+    if cfg.backend == "mpi":
+        raise GreenkdError(
+            "--backend mpi runs from `greenkd distill --backend mpi` (which starts mpiexec) "
+            "or under `mpiexec -n N greenkd distill --backend mpi`"
+        )
+    raise GreenkdError(f"unknown backend {cfg.backend!r}: use one of local, mpi, dask")

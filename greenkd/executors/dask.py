@@ -1,0 +1,276 @@
+"""The Dask backend: layer tasks as dask.distributed tasks (paper §3.3: Dask's work stealing).
+
+By default a `distributed.LocalCluster` of n single-threaded worker processes,
+one per device; each declares one unit of the worker resource `device`, and a
+worker plugin binds it by its name (0..n-1) to its device (CPU affinity of every
+thread, CUDA_VISIBLE_DEVICES, TensorFlow thread counts) before TensorFlow is
+imported there; a worker the nanny restarts is bound again. With
+`--scheduler-address tcp://host:8786` the tasks go to an existing cluster, whose
+workers are bound by whoever started them (one per GPU, e.g. `dask worker ...
+--nthreads 1 --resources device=1`).
+
+`ws` submits every task unpinned, longest first by priority, and lets Dask
+balance and steal; task keys start with the layer name, so Dask learns
+durations per layer. `rr`, `binpack` and `opt` pin each task (or, with
+`--fuse`, each device's task list) to its planned worker, loosely: if that
+worker dies its tasks run elsewhere. Stealing is off on the local cluster for
+those plans, so that pinned tasks stay put while their worker lives.
+
+Workers load the cached teacher and the data once per process, on their first
+task. A worker that dies mid-task loses that task only: the scheduler runs it
+again on another worker (the run fails after Dask's allowed-failures deaths of
+one task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from distributed import WorkerPlugin
+
+from greenkd.config import RunConfig
+from greenkd.devices import Device, bind, configure_tensorflow
+from greenkd.errors import GreenkdError
+
+if TYPE_CHECKING:
+    from greenkd.distill.run import Reporter, Setup
+    from greenkd.distill.train import TaskResult
+
+PROGRESS_TOPIC = "greenkd-progress"
+RESOURCE = "device"
+WORKERS_TIMEOUT_S = 120.0
+
+# --------------------------------------------------------------------------- worker side
+
+_STATE: dict[str, Any] = {}  # per worker process: its device, the loaded Setup and its config
+
+
+class BindDevice(WorkerPlugin):
+    """Worker plugin: bind worker `name` to device `name` before TensorFlow is imported."""
+
+    name = "greenkd-bind-device"
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.devices = devices
+
+    def setup(self, worker) -> None:
+        device = self.devices[int(worker.name) % len(self.devices)]
+        bind(device)
+        _STATE["device"] = device
+
+
+def run_job(cfg: RunConfig, names: list[str]) -> list[TaskResult]:
+    """Train `names` (fused when cfg.fuse and several) in this worker; the Dask task body."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    device: Device | None = _STATE.get("device")
+    if _STATE.get("cfg") != cfg:
+        if device is not None and "setup" not in _STATE:
+            configure_tensorflow(device)
+        from greenkd.distill.run import prepare
+
+        _STATE["setup"] = prepare(cfg, train_teacher=False)
+        _STATE["cfg"] = cfg
+    from greenkd.distill.run import run_inline
+
+    label = device.label if device is not None else f"dask-{worker.name}"
+
+    class Progress:
+        def epoch(self, task: str, epoch: int, mse: float) -> None:
+            worker.log_event(
+                PROGRESS_TOPIC,
+                {"task": task, "epoch": epoch, "mse": float(mse), "pid": os.getpid()},
+            )
+
+    return list(run_inline(_STATE["setup"], names, label, Progress()))
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _layer(key: str) -> str:
+    return key.rsplit("-", 1)[0]
+
+
+class DaskExecutor:
+    """Runs a plan on a Dask cluster (a local one unless cfg.scheduler_address)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.lost_workers: list[dict[str, Any]] = []
+
+    def __call__(
+        self, setup: Setup, devices: list[Device], reporter: Reporter
+    ) -> Iterator[TaskResult]:
+        import dask
+        from distributed import Client, LocalCluster
+
+        plan = setup.plan
+        if plan is None or plan.n_devices != len(devices):
+            raise GreenkdError(
+                "the dask backend needs a plan for its devices (distill() makes one)"
+            )
+        static = plan.policy != "ws"
+        n = len(devices)
+        with contextlib.ExitStack() as stack:
+            if self.cfg.scheduler_address:
+                try:
+                    client = stack.enter_context(Client(self.cfg.scheduler_address, timeout=30))
+                except OSError as exc:
+                    raise GreenkdError(
+                        f"cannot reach the Dask scheduler at {self.cfg.scheduler_address}: {exc}"
+                    ) from None
+            else:
+                settings = {"distributed.scheduler.work-stealing": not static}
+                with dask.config.set(settings):
+                    cluster = stack.enter_context(
+                        LocalCluster(
+                            n_workers=n,
+                            threads_per_worker=1,
+                            processes=True,
+                            resources={RESOURCE: 1},
+                            dashboard_address=None,
+                            silence_logs=logging.ERROR,
+                        )
+                    )
+                client = stack.enter_context(Client(cluster))
+                client.register_plugin(BindDevice(devices))
+            yield from self._run(client, setup, devices, reporter, static)
+
+    def _workers(self, client, n: int) -> list[dict[str, Any]]:
+        """The first n workers by name, waiting for them to join."""
+        try:
+            client.wait_for_workers(n, timeout=WORKERS_TIMEOUT_S)
+        except TimeoutError:
+            have = len(client.scheduler_info()["workers"])
+            raise GreenkdError(
+                f"the Dask cluster has {have} worker(s) after {WORKERS_TIMEOUT_S:.0f} s; "
+                f"the run needs {n} (one per device)"
+            ) from None
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        workers = sorted(
+            ({"address": a, **w} for a, w in info.items()),
+            key=lambda w: (str(w["name"]), w["address"]),
+        )
+        return workers[:n]
+
+    def _run(
+        self, client, setup: Setup, devices: list[Device], reporter: Reporter, static: bool
+    ) -> Iterator[TaskResult]:
+        from distributed import wait
+
+        plan = setup.plan
+        workers = self._workers(client, len(devices))
+        pids = client.run(os.getpid)
+        label_of = {
+            w["address"]: devices[i].label
+            if not self.cfg.scheduler_address
+            else f"dask-{w['name']}"
+            for i, w in enumerate(workers)
+        }
+        resources = (
+            {RESOURCE: 1} if all(RESOURCE in w.get("resources", {}) for w in workers) else None
+        )
+        events: queue.Queue = queue.Queue()
+        client.subscribe_topic(PROGRESS_TOPIC, events.put)
+        client.subscribe_topic("all", events.put)
+        token = uuid.uuid4().hex[:12]
+        futures = []
+        try:
+            if static:
+                for d, names in enumerate(plan.assignment):
+                    jobs = (
+                        [list(names)]
+                        if self.cfg.fuse and plan.fused and names
+                        else [[name] for name in names]
+                    )
+                    for k, job in enumerate(jobs):
+                        key = f"{job[0]}-{token}" if len(job) == 1 else f"fused{d}-{token}"
+                        futures.append(
+                            client.submit(
+                                run_job,
+                                self.cfg,
+                                job,
+                                key=key,
+                                workers=[workers[d]["address"]],
+                                allow_other_workers=True,
+                                priority=len(jobs) - k,
+                                resources=resources,
+                                pure=False,
+                            )
+                        )
+            else:
+                order = list(plan.queue_order)
+                for k, name in enumerate(order):
+                    futures.append(
+                        client.submit(
+                            run_job,
+                            self.cfg,
+                            [name],
+                            key=f"{name}-{token}",
+                            priority=len(order) - k,
+                            resources=resources,
+                            pure=False,
+                        )
+                    )
+            remaining = set(futures)
+            while remaining:
+                try:
+                    done, remaining = wait(remaining, timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:  # nothing finished: draw progress and wait again
+                    done = set()
+                self._drain(events, reporter, label_of, pids)
+                for future in done:
+                    try:
+                        results = future.result()
+                    except GreenkdError:
+                        raise
+                    except Exception as exc:  # the task's own error, or Dask's KilledWorker
+                        raise GreenkdError(
+                            f"dask task {_layer(future.key)} failed: {type(exc).__name__}: {exc}"
+                        ) from None
+                    yield from results
+        finally:
+            self._drain(events, reporter, label_of, pids)
+            for topic in (PROGRESS_TOPIC, "all"):
+                with contextlib.suppress(Exception):  # the client may already be closing
+                    client.unsubscribe_topic(topic)
+            client.cancel(futures)
+
+    def _drain(self, events: queue.Queue, reporter: Reporter, label_of, pids) -> None:
+        """Progress to the reporter; unexpected worker removals to lost_workers."""
+        while True:
+            try:
+                ts, msg = events.get_nowait()
+            except queue.Empty:
+                return
+            if "task" in msg and "epoch" in msg:
+                reporter.epoch(msg["task"], msg["epoch"], msg["mse"])
+            elif msg.get("action") == "remove-worker" and not msg.get("expected", True):
+                address = msg.get("worker", "")
+                tasks = sorted(_layer(str(k)) for k in msg.get("processing-tasks", []))
+                reason = "lost (the process died or stopped answering)"
+                label = label_of.get(address, address)
+                self.lost_workers.append(
+                    {
+                        "device": label,
+                        "pid": pids.get(address),
+                        "reason": reason,
+                        "ts": ts if isinstance(ts, float) else time.time(),
+                        "in_flight": tasks,
+                        "requeued": tasks,
+                    }
+                )
+                reporter.phase(
+                    "worker-lost",
+                    f"{label} (pid {pids.get(address)}) {reason}; Dask re-runs "
+                    f"{', '.join(tasks) or 'nothing'} on the other workers",
+                )

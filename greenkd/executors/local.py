@@ -1,0 +1,244 @@
+"""The local backend: one worker process per device on this machine.
+
+Each worker is a fresh interpreter (`python -m greenkd.executors.worker`, not
+multiprocessing's spawn, which would re-import the parent's main module and
+with it perhaps TensorFlow) that binds itself to its device before TensorFlow
+is imported (`devices.bind`), loads the cached teacher and the data once, then
+trains whatever task lists the parent sends it over a socket pair and sends
+back a `TaskResult` per task (block weights as numpy arrays, metrics,
+start/end, device, host, pid) plus per-epoch progress.
+
+Static plans (rr, binpack, opt) give each worker its planned list, in order;
+with `--fuse` the list goes as one job trained in one fused pass. `ws` keeps
+one shared queue, longest task first: whichever worker is idle takes the next.
+A worker that dies (a crash, the OOM killer, SIGKILL) loses only its unfinished
+tasks: they are queued again and idle workers take them; the run fails only
+when no worker is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+from greenkd.config import RunConfig
+from greenkd.devices import Device
+from greenkd.errors import GreenkdError
+
+if TYPE_CHECKING:
+    from greenkd.distill.run import Reporter, Setup
+    from greenkd.distill.train import TaskResult
+
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Worker:
+    device: Device
+    process: subprocess.Popen
+    conn: Connection
+    sentinel: int  # a pidfd: readable once the process has ended
+    ready: bool = False
+    busy: list[str] = field(default_factory=list)  # names sent and not yet returned
+    alive: bool = True
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self, cfg: RunConfig) -> None:
+        self.conn.send(("start", self.device, cfg))
+
+    @classmethod
+    def spawn(cls, device: Device) -> _Worker:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, **device.env()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "greenkd.executors.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+        )
+        theirs.close()
+        return cls(device, process, Connection(ours.detach()), os.pidfd_open(process.pid))
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class LocalExecutor:
+    """Runs a plan on one spawned worker process per device; yields results as they arrive."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.lost_workers: list[dict[str, Any]] = []
+
+    def __call__(
+        self, setup: Setup, devices: list[Device], reporter: Reporter
+    ) -> Iterator[TaskResult]:
+        plan = setup.plan
+        if plan is None or plan.n_devices != len(devices):
+            raise GreenkdError(
+                "the local backend needs a plan for its devices (distill() makes one)"
+            )
+        workers: list[_Worker] = []
+        finished = False
+        try:
+            for device in devices:
+                workers.append(_Worker.spawn(device))
+            for worker in workers:
+                worker.start(self.cfg)
+            yield from self._dispatch(setup, workers, reporter)
+            finished = True
+        finally:
+            # after an error or an interrupt, busy workers would finish their task first
+            _stop(workers, graceful=finished)
+
+    def _dispatch(
+        self, setup: Setup, workers: list[_Worker], reporter: Reporter
+    ) -> Iterator[TaskResult]:
+        plan = setup.plan
+        dynamic = plan.policy == "ws"
+        fused = self.cfg.fuse and plan.fused
+        own: list[list[str]] = [[] if dynamic else list(names) for names in plan.assignment]
+        shared: list[str] = list(plan.queue_order) if dynamic else []
+        orphans: list[str] = []
+        pending = {t.name for t in setup.targets}
+
+        def next_job(w: int) -> list[str]:
+            if own[w]:
+                job = own[w] if fused else own[w][:1]
+                own[w] = own[w][len(job) :]
+                return job
+            for queue in (shared, orphans):
+                if queue:
+                    return [queue.pop(0)]
+            return []
+
+        def give_work(w: int) -> None:
+            job = next_job(w)
+            if job:
+                workers[w].busy = list(job)
+                workers[w].conn.send(("run", job))
+
+        while pending:
+            live = [w for w in workers if w.alive]
+            if not live:
+                lost = "; ".join(
+                    f"{x['device']} (pid {x['pid']}) {x['reason']}" for x in self.lost_workers
+                )
+                raise GreenkdError(
+                    f"every worker process died ({lost}); {len(pending)} task(s) unfinished"
+                )
+            ready = wait([w.conn for w in live] + [w.sentinel for w in live])
+            for w, worker in enumerate(workers):
+                if not worker.alive:
+                    continue
+                if worker.conn in ready:
+                    try:
+                        while worker.conn.poll():
+                            result = self._handle(worker, worker.conn.recv(), reporter, pending)
+                            if result is not None:
+                                yield result
+                            if worker.ready and not worker.busy:
+                                give_work(w)
+                    except (EOFError, ConnectionResetError):
+                        pass  # the process died; its sentinel says so below
+                if worker.sentinel in ready or worker.process.poll() is not None:
+                    worker.process.wait()
+                    self._lose(w, workers, own, orphans, reporter)
+                    for v, other in enumerate(workers):
+                        if other.alive and other.ready and not other.busy:
+                            give_work(v)
+
+    def _handle(
+        self, worker: _Worker, message: tuple, reporter: Reporter, pending: set[str]
+    ) -> TaskResult | None:
+        kind = message[0]
+        if kind == "ready":
+            worker.ready = True
+        elif kind == "epoch":
+            reporter.epoch(message[1], message[2], message[3])
+        elif kind == "result":
+            result = message[1]
+            if result.name in worker.busy:
+                worker.busy.remove(result.name)
+            if result.name in pending:
+                pending.discard(result.name)
+                return result
+        elif kind == "error":
+            where = f" on {', '.join(worker.busy)}" if worker.busy else " while starting"
+            raise GreenkdError(
+                f"worker {worker.device.label} (pid {worker.pid}) failed{where}: {message[1]}"
+            )
+        return None
+
+    def _lose(
+        self,
+        w: int,
+        workers: list[_Worker],
+        own: list[list[str]],
+        orphans: list[str],
+        reporter: Reporter,
+    ) -> None:
+        """A worker died: its unfinished and unstarted tasks go back in the queue."""
+        worker = workers[w]
+        worker.alive = False
+        rerun = list(worker.busy) + own[w]
+        own[w] = []
+        orphans.extend(rerun)
+        reason = _signal_name(worker.process.returncode)
+        self.lost_workers.append(
+            {
+                "device": worker.device.label,
+                "pid": worker.pid,
+                "reason": reason,
+                "ts": time.time(),
+                "in_flight": list(worker.busy),
+                "requeued": rerun,
+            }
+        )
+        worker.busy = []
+        if rerun:
+            reporter.phase(
+                "worker-lost",
+                f"{worker.device.label} (pid {worker.pid}) {reason}; "
+                f"re-running {', '.join(rerun)} on the other workers",
+            )
+
+
+def _stop(workers: list[_Worker], *, graceful: bool) -> None:
+    """Ask every live worker to stop (or kill it at once); end those that do not stop in time."""
+    for worker in workers:
+        if worker.process.poll() is not None:
+            continue
+        if not graceful:
+            worker.process.kill()
+            continue
+        with contextlib.suppress(OSError):  # its end of the socket is already closed
+            worker.conn.send(("stop",))
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        worker.conn.close()
+        os.close(worker.sentinel)

@@ -1,0 +1,67 @@
+"""A local worker process: `python -m greenkd.executors.worker FD` (started by local.py).
+
+A fresh interpreter that imports only what it needs, so it can bind itself to
+its device before TensorFlow is imported, whatever the parent's main module
+imports. It talks to the parent over the socket FD (pickled messages):
+
+parent -> worker: ("start", Device, RunConfig), then ("run", [task names]) ... ("stop",)
+worker -> parent: ("ready", pid, host), ("epoch", task, epoch, mse), ("result", TaskResult),
+                  ("error", one line)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+from greenkd.devices import bind, configure_tensorflow
+from greenkd.errors import GreenkdError
+
+
+class _PipeProgress:
+    """Sends each finished epoch to the parent, which draws the progress."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def epoch(self, task: str, epoch: int, mse: float) -> None:
+        self.conn.send(("epoch", task, epoch, mse))
+
+
+def serve(conn: Connection) -> None:
+    """Bind to the device the parent names, load teacher and data once, train what is sent."""
+    kind, device, cfg = conn.recv()
+    if kind != "start":
+        raise RuntimeError(f"expected a start message, got {kind!r}")
+    bind(device)  # before TensorFlow is imported, which the next lines do
+    try:
+        configure_tensorflow(device)
+        from greenkd.distill.run import prepare, run_inline
+
+        setup = prepare(cfg, train_teacher=False)
+        conn.send(("ready", os.getpid(), socket.gethostname()))
+        progress = _PipeProgress(conn)
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                break
+            for result in run_inline(setup, list(message[1]), device.label, progress):
+                conn.send(("result", result))
+    except (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        return  # the parent is gone or is stopping the run: nobody to report to
+    except GreenkdError as exc:
+        conn.send(("error", str(exc)))
+    except BaseException as exc:
+        traceback.print_exc(file=sys.stderr)
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def main() -> None:
+    serve(Connection(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
