@@ -119,3 +119,20 @@ def test_fresh_pipeline_repeats_the_same_order_after_other_work():
     for _ in range(3):  # unrelated iterations in between, as another task would do
         next(iter(data.pipeline(source, "train", batch_size=8, preprocess_mode="none", seed=9)))
     np.testing.assert_array_equal(a, first_labels())
+
+
+def test_fused_tasks_match_independent_tasks(tiny_setup, tiny_cfg):
+    """One teacher pass for several blocks changes nothing but the time it takes."""
+    from greenkd.distill.train import train_group
+
+    picked = [tiny_setup.targets[i] for i in (1, 5, 11)]
+    cfg = tiny_cfg.replace(epochs=2)
+    kw = dict(preprocess_mode=tiny_setup.preprocess_mode)
+    fused = train_group(tiny_setup.teacher.model, picked, cfg, tiny_setup.source, **kw)
+    for target, f in zip(picked, fused, strict=True):
+        alone = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
+        assert f.name == alone.name and f.fused_group
+        np.testing.assert_allclose(f.mse_history, alone.mse_history, rtol=1e-3)
+        assert f.accuracy == pytest.approx(alone.accuracy, abs=2 / 256)  # at most 2 images
+        for wf, wa in zip(f.weights, alone.weights, strict=True):
+            np.testing.assert_allclose(wf, wa, rtol=1e-3, atol=1e-4)

@@ -27,7 +27,7 @@ import numpy as np
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
 from greenkd.distill.assemble import splice
-from greenkd.distill.targets import Target, flatten, layer_io, make_block
+from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.tfsetup import keras
 
 
@@ -232,44 +232,40 @@ def validation(source: data_mod.Source, cfg: RunConfig, preprocess_mode: str):
     )
 
 
-def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) -> None:
+def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) -> list[float]:
     """Start each block's last batch norm at its target's per-channel mean and spread.
 
     The teacher's activations can be large (tens to hundreds with caffe
     preprocessing) while a fresh block outputs values near 1, and RMSprop moves a
     weight about `lr` per step: without this the block spends its epochs
-    learning the scale instead of the features.
+    learning the scale instead of the features. Returns each untrained block's
+    local MSE on the same batches: the "before" of real learning.
     """
-    sums = None
-    for images in train.take(batches):
+    first = train.take(batches)
+    sums = [(0.0, 0.0)] * len(blocks)
+    for images in first:
         acts = pairs(images, training=False)
-        stats = []
         for i in range(len(blocks)):
-            out = keras.ops.convert_to_numpy(acts[2 * i + 1])
-            axes = tuple(range(out.ndim - 1))
-            stats.append((out.mean(axis=axes), out.std(axis=axes)))
-        sums = (
-            stats
-            if sums is None
-            else [(m0 + m1, s0 + s1) for (m0, s0), (m1, s1) in zip(sums, stats, strict=True)]
-        )
+            out = acts[2 * i + 1]
+            axes = tuple(range(len(out.shape) - 1))
+            mean = keras.ops.mean(out, axis=axes)
+            std = keras.ops.std(out, axis=axes)
+            sums[i] = (sums[i][0] + mean, sums[i][1] + std)
+    last_bn = f"_kd_pw{BLOCK_LAYERS[cfg.block]}_bn"
     for block, target, (mean, std) in zip(blocks, targets, sums, strict=True):
-        bn = block.get_layer(f"{target.name}_kd_pw{_n_layers(cfg.block)}_bn")
+        bn = block.get_layer(f"{target.name}{last_bn}")
         gamma, beta, moving_mean, moving_var = bn.get_weights()
+        gamma = np.maximum(np.asarray(std) / batches, 1e-3).astype(gamma.dtype)
         bn.set_weights(
-            [
-                np.maximum(std / batches, 1e-3).astype(gamma.dtype),
-                (mean / batches).astype(beta.dtype),
-                moving_mean,
-                moving_var,
-            ]
+            [gamma, (np.asarray(mean) / batches).astype(beta.dtype), moving_mean, moving_var]
         )
-
-
-def _n_layers(kind: str) -> int:
-    from greenkd.distill.targets import BLOCK_LAYERS
-
-    return BLOCK_LAYERS[kind]
+    errors = [0.0] * len(blocks)
+    for images in first:
+        acts = pairs(images, training=False)
+        for i, block in enumerate(blocks):
+            pred = block(acts[2 * i], training=False)
+            errors[i] += float(keras.ops.mean(keras.ops.square(pred - acts[2 * i + 1])))
+    return [e / batches for e in errors]
 
 
 def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, val, group):
@@ -312,10 +308,7 @@ def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, 
     ]
     for model in eval_models:
         model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
-    _match_output_scale(blocks, pairs, train, targets, cfg)
-    # the untrained blocks' loss on the first batches: the "before" of real learning
-    start_logs = trainer.evaluate(train.take(4), verbose=0, return_dict=True)
-    mse_start = [float(start_logs[f"mse_{i}"]) for i in range(len(blocks))]
+    mse_start = _match_output_scale(blocks, pairs, train, targets, cfg)
     callback = _EvalCallback(
         [t.name for t in targets], blocks, eval_models, val, cfg.eval_every, cfg.epochs, progress
     )
