@@ -39,6 +39,9 @@ TASK_COLUMNS = ("task", "device", "start", "end")
 PHASES = ("setup", "tasks", "assemble", "finetune")
 # Config fields that do not define a group: the device count varies inside a group, `out` is a path.
 NOT_GROUP_FIELDS = ("gpus", "out")
+# On one device every scheduler runs the same tasks one after another: a 1-device run is the
+# baseline of every scheduler's group that shares its other settings (a sweep runs it once).
+NOT_BASELINE_FIELDS = (*NOT_GROUP_FIELDS, "sched")
 # A cumulative energy series may stop this close to a window end (one 1 Hz sample and a half): the
 # profiler samples on a fixed schedule, so a run can end up to a period after its last sample.
 EDGE_TOLERANCE_S = 1.5
@@ -503,6 +506,23 @@ def group_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUP_FIELDS}, sort_keys=True, default=str)
 
 
+def baseline_key(config: dict[str, Any]) -> str:
+    """The group key without the scheduler: 1-device runs with equal keys are interchangeable."""
+    return json.dumps({k: v for k, v in config.items() if k not in NOT_BASELINE_FIELDS}, sort_keys=True, default=str)
+
+
+def shared_baselines(groups: dict[str, tuple[str, bool]]) -> dict[str, list[str]]:
+    """For each group without a 1-device run of its own, the groups whose 1-device runs it borrows.
+
+    `groups` maps a group key to (its baseline key, whether it has a usable 1-device run).
+    """
+    owners: dict[str, list[str]] = {}
+    for group, (base, has_one) in groups.items():
+        if has_one:
+            owners.setdefault(base, []).append(group)
+    return {group: owners.get(base, []) for group, (base, has_one) in groups.items() if not has_one}
+
+
 def run_table(sweep: SweepData) -> pd.DataFrame:
     """One row per run: status, group, time by phase, energy by domain, power, utilisation, accuracy."""
     rows = []
@@ -512,6 +532,7 @@ def run_table(sweep: SweepData) -> pd.DataFrame:
         row: dict[str, Any] = {
             "run": run.name, "status": run.status, "usable": run.usable, "reason": run.reason or "",
             "notes": "; ".join(run.notes), "group": group_key(run.config) if run.config else "",
+            "baseline_key": baseline_key(run.config) if run.config else "",
             "devices": run.devices, "repeat": run.repeat,
             "sched": run.config.get("sched", ""), "threads": threads_label(run.config, run.meta) if run.config else "",
             "backend": run.config.get("backend", ""), "model": run.config.get("model", ""),
@@ -567,9 +588,17 @@ def group_labels(sweep: SweepData, table: pd.DataFrame) -> pd.Series:
 def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per group and device count: medians and spread of T, E, P; speedup, efficiency, greenup, powerup."""
     usable = runs[runs["usable"]]
+    borrowed: dict[str, list[str]] = {}
+    if "baseline_key" in usable.columns:
+        borrowed = shared_baselines({
+            group: (str(g["baseline_key"].iloc[0]), bool((g["devices"] == 1).any()))
+            for group, g in usable.groupby("group", sort=False)
+        })
     rows = []
     for group, g in usable.groupby("group", sort=False):
         first = g.iloc[0]
+        shared = usable[usable["group"].isin(borrowed.get(group, [])) & (usable["devices"] == 1)]
+        g = pd.concat([shared, g]) if len(shared) else g
         base = g[g["devices"] == 1]
         t1 = base["wall_s"]
         e1 = base["energy_node_j"].dropna()
@@ -592,6 +621,8 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "tasks_makespan_s": gn["tasks_makespan_s"].median(),
                 "makespan_lb_s": gn["makespan_lb_s"].median(),
             }
+            if n == 1 and len(shared):
+                notes.append("the 1-device run shared by every scheduler (one device runs the tasks in turn)")
             if t1.empty:
                 row.update(speedup=math.nan, speedup_lo=math.nan, speedup_hi=math.nan)
                 notes.append("no complete 1-device run in this group: speedup, greenup and powerup need one")
@@ -625,12 +656,24 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
 def layer_runtimes(sweep: SweepData) -> pd.DataFrame:
     """Per usable run's task: group, device count, position in the model, seconds (Fig. 5c/d)."""
     frames = []
-    for run in sweep.runs:
-        if not run.usable or run.tasks is None or run.tasks.empty:
+    usable = [r for r in sweep.runs if r.usable]
+    groups: dict[str, tuple[str, bool]] = {}
+    for run in usable:
+        key = group_key(run.config)
+        has_one = groups.get(key, ("", False))[1] or run.devices == 1
+        groups[key] = (baseline_key(run.config), has_one)
+    borrowers: dict[str, list[str]] = {}  # a group with 1-device runs -> the groups that borrow them
+    for group, owners in shared_baselines(groups).items():
+        for owner in owners:
+            borrowers.setdefault(owner, []).append(group)
+    for run in usable:
+        if run.tasks is None or run.tasks.empty:
             continue
-        t = run.tasks[["task", "index", "device", "seconds"]].copy()
-        t["run"], t["group"], t["devices"], t["repeat"] = run.name, group_key(run.config), run.devices, run.repeat
-        frames.append(t)
+        key = group_key(run.config)
+        for group in [key, *(borrowers.get(key, []) if run.devices == 1 else [])]:
+            t = run.tasks[["task", "index", "device", "seconds"]].copy()
+            t["run"], t["group"], t["devices"], t["repeat"] = run.name, group, run.devices, run.repeat
+            frames.append(t)
     if not frames:
         return pd.DataFrame(columns=["task", "index", "device", "seconds", "run", "group", "devices", "repeat"])
     return pd.concat(frames, ignore_index=True)
