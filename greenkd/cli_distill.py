@@ -169,22 +169,21 @@ def distill_command(
     cfg = config_from_flags(ctx, dict(ctx.params), config)
     from rich.console import Console
 
-    from greenkd.distill.run import distill
+    from greenkd.executors import mpi, preflight
     from greenkd.progress import RichReporter, summary_table
 
     console = Console(stderr=False, quiet=quiet)
-    if cfg.backend == "mpi":
-        from greenkd.executors import mpi
+    if cfg.backend == "mpi" and not mpi.under_mpiexec():
+        try:  # start mpiexec -n N; rank 0 prints the summary
+            mpi.launch(cfg, quiet=quiet)
+        except mpi.MpiRunFailed as exc:  # a run that failed, not bad input: exit 1
+            typer.echo(f"greenkd: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        return
+    if cfg.backend != "mpi":
+        preflight(cfg)  # bad settings fail before TensorFlow loads
+    from greenkd.distill.run import distill
 
-        if not mpi.under_mpiexec():  # start mpiexec -n N, each rank runs this command
-            try:
-                summary = mpi.launch(cfg, quiet=quiet)
-            except mpi.MpiRunFailed as exc:  # a run that failed, not bad input: exit 1
-                typer.echo(f"greenkd: error: {exc}", err=True)
-                raise typer.Exit(1) from None
-            console.print(summary_table(summary))
-            console.print(f"run directory: {cfg.out}")
-            return
     reporter = RichReporter(console)
     try:
         if cfg.backend == "mpi":

@@ -245,6 +245,7 @@ def make_block(
             dilation_rate=target.dilation if first else 1,
             use_bias=False,
             data_format=data_format,
+            depthwise_initializer=_glorot(seed, 2 * i),
             name=f"{prefix}_dw{i}",
         )(x)
         x = keras.layers.BatchNormalization(
@@ -252,7 +253,12 @@ def make_block(
         )(x)
         x = keras.layers.ReLU(name=f"{prefix}_dw{i}_relu")(x)
         x = keras.layers.Conv2D(
-            cout, 1, use_bias=False, data_format=data_format, name=f"{prefix}_pw{i}"
+            cout,
+            1,
+            use_bias=False,
+            data_format=data_format,
+            kernel_initializer=_glorot(seed, 2 * i + 1),
+            name=f"{prefix}_pw{i}",
         )(x)
         x = keras.layers.BatchNormalization(
             axis=axis, momentum=BN_MOMENTUM, name=f"{prefix}_pw{i}_bn"
@@ -278,6 +284,15 @@ def make_block(
     if skip:
         x = keras.layers.Add(name=f"{prefix}_add")([head, x])
     return keras.Model(inputs, finish(x), name=prefix)
+
+
+def _glorot(seed: int | None, k: int):
+    # An explicit seed per kernel. Left to Keras, an initializer draws its seed from
+    # Python's global `random`, which other threads of the process (a Dask worker's
+    # event loop) draw from too, so set_random_seed alone does not fix the weights.
+    if seed is None:
+        return "glorot_uniform"
+    return keras.initializers.GlorotUniform(seed=(seed + k) % 2**31)
 
 
 def _activation_from_name(name: str):

@@ -16,11 +16,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from greenkd.config import RunConfig
-from greenkd.devices import Device, covers_process
+from greenkd.devices import Device, covers_process, plan_devices
 from greenkd.errors import GreenkdError
 
 if TYPE_CHECKING:
     from greenkd.distill.run import Executor
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Raise GreenkdError for settings that cannot run, before data, teacher or TensorFlow load."""
+    from greenkd.distill.costs import check_timings_file
+
+    check_timings_file(cfg)
+    plan_devices(
+        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
+    )
+    if cfg.backend == "mpi":
+        from greenkd.executors.mpi import check
+
+        check(cfg)
 
 
 def select(cfg: RunConfig, devices: list[Device]) -> Executor:

@@ -211,22 +211,20 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     Bad settings fail here, before any rank starts; a run whose ranks fail raises
     MpiRunFailed with one line saying which rank process died and how.
     """
-    from greenkd.distill import costs
+    from greenkd.executors import preflight
     from greenkd.rundir import RunDir
 
-    check(cfg)
-    costs.check_timings_file(cfg)
-    plan_devices(
-        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
-    )
+    preflight(cfg)
     with tempfile.TemporaryDirectory(prefix="greenkd-mpi-") as tmp:
         config = Path(tmp) / "config.json"
         cfg.write(config)
         command = [mpiexec_path(), "-n", str(cfg.gpus), sys.executable, "-m", "greenkd"]
         command += ["distill", "--config", str(config)] + (["--quiet"] if quiet else [])
         tail: collections.deque = collections.deque(maxlen=60)
+        # the ranks write to pipes: keep rich's lines as wide as this terminal
+        env = {**os.environ, "COLUMNS": str(shutil.get_terminal_size().columns)}
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env
         )
         pumps = [
             threading.Thread(target=_pump, args=(process.stdout, sys.stdout, tail), daemon=True),

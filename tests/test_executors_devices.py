@@ -1,0 +1,87 @@
+"""Devices and binding: equal CPU devices whatever their number, and a worker tied to its cores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from greenkd.devices import Device, allowed_cores, hardware_label, plan_devices
+from greenkd.errors import GreenkdError
+
+CORES = allowed_cores()
+needs_two = pytest.mark.skipif(len(CORES) < 2, reason="needs 2 CPU cores")
+
+
+@needs_two
+def test_cores_per_device_keeps_a_cpu_device_the_same_size_whatever_n():
+    assert [d.cores for d in plan_devices(1, cores_per_device=1)] == [(CORES[0],)]
+    assert [d.cores for d in plan_devices(2, cores_per_device=1)] == [(CORES[0],), (CORES[1],)]
+    assert [d.label for d in plan_devices(2, cores_per_device=1)] == ["cpuset0", "cpuset1"]
+    # without it a run takes the whole machine, split n ways
+    assert plan_devices(1)[0].cores == tuple(CORES)
+    assert sum(len(d.cores) for d in plan_devices(2)) == len(CORES)
+
+
+def test_more_devices_than_cores_needs_allow_oversubscribe():
+    n = len(CORES) + 1
+    with pytest.raises(GreenkdError, match="--allow-oversubscribe"):
+        plan_devices(n)
+    with pytest.raises(GreenkdError, match=f"{len(CORES)} devices x 2 cores"):
+        plan_devices(len(CORES), cores_per_device=2)
+    shared = plan_devices(n, allow_oversubscribe=True)
+    assert len(shared) == n and all(d.shared for d in shared)
+    assert shared[-1].cores == (CORES[0],)  # the sets wrap around the cores
+
+
+def test_a_cpu_device_hides_gpus_and_sets_tensorflow_threads_before_import():
+    env = Device("cpu", 0, "cpuset0", (0, 1, 2)).env()
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    assert env["TF_NUM_INTRAOP_THREADS"] == "3" and env["TF_NUM_INTEROP_THREADS"] == "1"
+
+
+def test_hardware_label_tells_device_sizes_apart():
+    one, two = Device("cpu", 0, "cpuset0", (0,)), Device("cpu", 0, "cpuset0", (0, 1))
+    assert hardware_label([one]) != hardware_label([two])
+    assert hardware_label([one]).startswith("cpu:") and hardware_label([one]).endswith("x1")
+
+
+PROBE = """
+import json, os, sys, threading, time
+from greenkd.devices import Device, bind, configure_tensorflow
+stop = threading.Event()
+early = threading.Thread(target=stop.wait, daemon=True)  # a thread that exists before binding
+early.start()
+device = Device("cpu", 1, "cpuset1", (int(sys.argv[1]),))
+bind(device)
+configure_tensorflow(device)
+from greenkd.tfsetup import tf
+total = float(tf.reduce_sum(tf.ones((64, 64))))  # the first op starts TensorFlow's thread pools
+threads = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+print(json.dumps({
+    "process": sorted(os.sched_getaffinity(0)),
+    "early": sorted(os.sched_getaffinity(early.native_id)),
+    "threads": sorted({tuple(c) for c in threads.values()}),
+    "n_threads": len(threads),
+    "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+    "inter": tf.config.threading.get_inter_op_parallelism_threads(),
+    "total": total,
+}))
+"""
+
+
+@needs_two
+def test_a_bound_worker_runs_every_thread_on_its_core_with_one_tensorflow_thread():
+    core = CORES[1]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(core)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["process"] == [core] and probe["early"] == [core]
+    # TensorFlow's pools, started after binding, inherited the mask: no thread may use another core
+    assert probe["threads"] == [[core]] and probe["n_threads"] > 2
+    assert probe["intra"] == 1 and probe["inter"] == 1
+    assert probe["total"] == 4096.0
