@@ -48,7 +48,7 @@ def select(cfg: RunConfig, devices: list[Device]) -> Executor:
             return inline_executor
         from greenkd.executors.local import LocalExecutor
 
-        return LocalExecutor(cfg)
+        return LocalExecutor(cfg, devices)
     if cfg.backend == "dask":
         from greenkd.executors.dask import DaskExecutor
 

@@ -56,7 +56,7 @@ class _Worker:
         return self.process.pid
 
     def start(self, cfg: RunConfig) -> None:
-        self.conn.send(("start", self.device, cfg))
+        self.conn.send(("start", cfg))
 
     @classmethod
     def spawn(cls, device: Device) -> _Worker:
@@ -68,7 +68,9 @@ class _Worker:
             env=env,
         )
         theirs.close()
-        return cls(device, process, Connection(ours.detach()), os.pidfd_open(process.pid))
+        worker = cls(device, process, Connection(ours.detach()), os.pidfd_open(process.pid))
+        worker.conn.send(("bind", device))  # it binds and loads TensorFlow while we go on
+        return worker
 
 
 def _signal_name(exitcode: int | None) -> str:
@@ -85,9 +87,17 @@ def _signal_name(exitcode: int | None) -> str:
 class LocalExecutor:
     """Runs a plan on one spawned worker process per device; yields results as they arrive."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, devices: list[Device] | None = None) -> None:
         self.cfg = cfg
         self.lost_workers: list[dict[str, Any]] = []
+        # Given the devices, the workers start now: binding and importing TensorFlow
+        # overlap this process's own set-up (data, teacher, targets, plan).
+        self._early = [_Worker.spawn(d) for d in devices] if devices else []
+
+    def __del__(self) -> None:
+        for worker in getattr(self, "_early", []):  # started but never used (the run failed first)
+            with contextlib.suppress(OSError):
+                worker.process.kill()
 
     def __call__(
         self, setup: Setup, devices: list[Device], reporter: Reporter
@@ -98,10 +108,13 @@ class LocalExecutor:
                 "the local backend needs a plan for its devices (distill() makes one)"
             )
         workers: list[_Worker] = []
+        early, self._early = self._early, []
+        if [w.device for w in early] != list(devices):
+            _stop(early, graceful=False)
+            early = []
         finished = False
         try:
-            for device in devices:
-                workers.append(_Worker.spawn(device))
+            workers.extend(early or [_Worker.spawn(device) for device in devices])
             for worker in workers:
                 worker.start(self.cfg)
             yield from self._dispatch(setup, workers, reporter)
@@ -225,6 +238,8 @@ class LocalExecutor:
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:
     """Ask every live worker to stop (or kill it at once); end those that do not stop in time."""
+    if not workers:
+        return
     for worker in workers:
         if worker.process.poll() is not None:
             continue

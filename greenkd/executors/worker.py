@@ -4,7 +4,7 @@ A fresh interpreter that imports only what it needs, so it can bind itself to
 its device before TensorFlow is imported, whatever the parent's main module
 imports. It talks to the parent over the socket FD (pickled messages):
 
-parent -> worker: ("start", Device, RunConfig), then ("run", [task names]) ... ("stop",)
+parent -> worker: ("bind", Device), ("start", RunConfig), then ("run", [task names]) ... ("stop",)
 worker -> parent: ("ready", pid, host), ("epoch", task, epoch, mse), ("result", TaskResult),
                   ("error", one line)
 """
@@ -33,14 +33,18 @@ class _PipeProgress:
 
 def serve(conn: Connection) -> None:
     """Bind to the device the parent names, load teacher and data once, train what is sent."""
-    kind, device, cfg = conn.recv()
-    if kind != "start":
-        raise RuntimeError(f"expected a start message, got {kind!r}")
-    bind(device)  # before TensorFlow is imported, which the next lines do
     try:
+        kind, device = conn.recv()
+    except (EOFError, ConnectionResetError, KeyboardInterrupt):
+        return
+    if kind != "bind":
+        raise RuntimeError(f"expected a bind message, got {kind!r}")
+    try:
+        bind(device)  # before TensorFlow is imported, which the next lines do
         configure_tensorflow(device)
         from greenkd.distill.run import prepare, run_inline
 
+        kind, cfg = conn.recv()  # the parent has its teacher cached by now
         setup = prepare(cfg, train_teacher=False)
         conn.send(("ready", os.getpid(), socket.gethostname()))
         progress = _PipeProgress(conn)
