@@ -12,13 +12,17 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greenkd.errors import GreenkdError
+
+if TYPE_CHECKING:
+    from greenkd.config import RunConfig
 
 
 @dataclass(frozen=True)
 class Device:
-    kind: str  # "gpu" or "cpu"
+    kind: str  # "gpu", "cpu", or "remote" (a worker of an external Dask cluster)
     index: int
     label: str  # gpu0, gpu1 ... or cpuset0, cpuset1 ...
     cores: tuple[int, ...]  # CPU cores the worker is pinned to
@@ -157,6 +161,16 @@ def plan_devices(
     return [Device("cpu", k, f"cpuset{k}", s, shared=shared) for k, s in enumerate(sets)]
 
 
+def run_devices(cfg: RunConfig) -> list[Device]:
+    """A run's devices: an external Dask cluster's workers (kind "remote"), else plan_devices."""
+    if cfg.backend == "dask" and cfg.scheduler_address:
+        # they live on the cluster's machines; each task reports the worker it ran on
+        return [Device("remote", k, f"dask{k}", ()) for k in range(cfg.gpus)]
+    return plan_devices(
+        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
+    )
+
+
 def covers_process(device: Device) -> bool:
     """True when binding to `device` would change nothing for this process (1 device, all cores)."""
     return device.kind == "cpu" and set(device.cores) >= set(allowed_cores())
@@ -231,6 +245,8 @@ def hardware_label(devices: list[Device]) -> str:
     if not devices:
         return "none"
     d = devices[0]
+    if d.kind == "remote":
+        return "remote"
     if d.kind == "gpu":
         return f"gpu:{gpu_name() or 'unknown'}"
     return f"cpu:{cpu_model()} x{len(d.cores)}"

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from greenkd import data as data_mod
 from greenkd import models
 from greenkd.config import RunConfig, write_json_atomic
-from greenkd.devices import Device, plan_devices
+from greenkd.devices import Device, run_devices
 from greenkd.distill import assemble as asm
 from greenkd.distill import costs
 from greenkd.distill.targets import Target, find, model_flops, require_targets
@@ -167,9 +167,7 @@ def distill(
     """Run Algorithm 1 end to end and return the summary written to summary.json."""
     reporter = reporter or SilentReporter()
     costs.check_timings_file(cfg)
-    devices = devices or plan_devices(
-        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
-    )
+    devices = devices or run_devices(cfg)
     if executor is None:
         from greenkd.executors import select
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from greenkd.config import RunConfig
-from greenkd.devices import Device, covers_process, plan_devices
+from greenkd.devices import Device, covers_process, run_devices
 from greenkd.errors import GreenkdError
 
 if TYPE_CHECKING:
@@ -28,9 +28,7 @@ def preflight(cfg: RunConfig) -> None:
     from greenkd.distill.costs import check_timings_file
 
     check_timings_file(cfg)
-    plan_devices(
-        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
-    )
+    run_devices(cfg)
     if cfg.backend == "mpi":
         from greenkd.executors.mpi import check
 
