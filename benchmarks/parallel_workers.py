@@ -1,0 +1,122 @@
+"""1 vs 2 CPU workers on the default tiny run: T1, T2 and the parallel efficiency T1 / (2 x T2).
+
+Every run is `greenkd distill` with its defaults (VGG16 width 1/8, 4000 synthetic
+32x32 images, 6 epochs per task, 2 fine-tuning epochs) and `--cores-per-device 1`,
+so that a device is one core in both runs; the local backend then runs one
+worker process per device (also for 1 device), so T1 and T2 use the same
+machinery. The runs go side by side in one invocation: T1 first (its measured
+task times fill this benchmark's own timing store, which binpack and opt then
+plan with), the 2-worker runs, then T1 again to show drift. The load average
+before each run is printed: other work on the machine shows up there.
+
+Then each policy's predicted makespan on 2 devices from the measured 1-core
+task times, against the lower bound max(sum/2, longest task).
+
+    python benchmarks/parallel_workers.py [--sched ws,binpack,rr] [--out DIR] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GREENKD = [sys.executable, "-m", "greenkd"]
+
+
+def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]) -> dict:
+    """One timed `greenkd distill` run on n 1-core CPU devices."""
+    load = os.getloadavg()[0]
+    command = [*GREENKD, "distill", "--gpus", str(n), "--cores-per-device", "1"]
+    command += ["--sched", sched, "--out", str(out), "--quiet", *extra]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"run failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "n": n,
+        "sched": sched,
+        "wall_s": wall_s,
+        "total_s": summary["seconds"]["total"],
+        "tasks_s": summary["seconds"]["tasks"],
+        "cost_source": summary["plan"]["cost_source"],
+        "predicted_s": summary["plan"]["predicted_makespan_s"],
+        "load_before": load,
+        "out": out,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sched", default="ws,binpack,rr", help="2-worker schedulers to time")
+    parser.add_argument("--out", default="runs/bench-parallel", help="where the runs go")
+    parser.add_argument("--repeat", type=int, default=1, help="2-worker runs per scheduler")
+    parser.add_argument(
+        "--distill-args",
+        default="",
+        help="extra `greenkd distill` flags (default: none, the default run)",
+    )
+    args = parser.parse_args()
+    extra = args.distill_args.split()
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    store = root / "timings.json"
+    store.unlink(missing_ok=True)  # plans use only what this benchmark measured
+    env = {**os.environ, "GREENKD_TIMINGS": str(store)}
+
+    print("caching the teacher (not timed) ...", flush=True)
+    if extra:  # a 1-task-epoch run trains and caches the teacher these flags need
+        distill(1, "rr", root / "warm-up", env, [*extra, "--epochs", "1", "--finetune-epochs", "0"])
+    else:
+        subprocess.run([*GREENKD, "teacher", "train", "--quiet"], env=env, check=True)
+
+    runs = [distill(1, "rr", root / "n1-a", env, extra)]
+    for repeat in range(args.repeat):
+        for sched in args.sched.split(","):
+            runs.append(distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra))
+    runs.append(distill(1, "rr", root / "n1-b", env, extra))
+
+    t1 = [r for r in runs if r["n"] == 1]
+    t1_wall = statistics.mean(r["wall_s"] for r in t1)
+    t1_total = statistics.mean(r["total_s"] for r in t1)
+    t1_tasks = statistics.mean(r["tasks_s"] for r in t1)
+    print()
+    print(f"{'run':<14} {'load':>5} {'wall s':>8} {'total s':>8} {'tasks s':>8} "
+          f"{'eff wall':>9} {'eff total':>9} {'eff tasks':>9}  costs")  # fmt: skip
+    for r in runs:
+        n = r["n"]
+        effs = [t1_wall / (n * r["wall_s"]), t1_total / (n * r["total_s"]),
+                t1_tasks / (n * r["tasks_s"])]  # fmt: skip
+        print(f"{r['out'].name:<14} {r['load_before']:5.2f} {r['wall_s']:8.1f} {r['total_s']:8.1f} "
+              f"{r['tasks_s']:8.1f} " + " ".join(f"{e:9.3f}" for e in effs) + f"  {r['cost_source']}")  # fmt: skip
+
+    from greenkd import schedule
+
+    costs = schedule.load_timings_file(root / "n1-a" / "tasks.csv")
+    bound = schedule.lower_bound(costs, 2)
+    print()
+    print(f"predicted 2-device makespan on the measured 1-core task times (n1-a/tasks.csv): "
+          f"sum {sum(c.seconds for c in costs):.1f} s, longest {max(c.seconds for c in costs):.1f} s, "
+          f"bound max(sum/2, longest) = {bound:.1f} s")  # fmt: skip
+    for policy in ("rr", "binpack", "ws", "opt"):
+        p = schedule.plan(costs, 2, policy, cost_source="timings-file")
+        loads = " ".join(f"{x:.1f}" for x in p.predicted_load_s)
+        print(f"  {policy:<8} {p.predicted_makespan_s:7.1f} s  x{p.predicted_makespan_s / bound:.3f} "
+              f"of the bound  loads {loads}")  # fmt: skip
+    for r in runs:
+        if r["n"] == 2:
+            rows = schedule.load_timings_file(r["out"] / "tasks.csv")
+            print(f"  measured {r['out'].name}: task phase {r['tasks_s']:.1f} s, "
+                  f"its own tasks sum {sum(c.seconds for c in rows):.1f} s "
+                  f"(vs {sum(c.seconds for c in costs):.1f} s on one worker)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
