@@ -14,6 +14,9 @@ Definitions (paper §4.2 and §4.5), all on whole runs (setup, layer tasks, asse
 - per-task energy: between consecutive task starts and ends, a domain's energy is split equally
   among the tasks running on it then; a GPU task is charged its GPU, and every task its share of
   the CPU packages (the CPU feeds every worker).
+- predicted vs measured schedule (plan.json against tasks.csv): measured makespan = last task end -
+  first task start; per device, span = its last end - its first start and busy = its task seconds
+  (a fused pass counted once); ratios are measured / predicted, so above 1 the run was slower.
 
 A group is every config field except `gpus` and `out`; the repeat index lives in `meta`.
 """
@@ -46,6 +49,7 @@ NOT_BASELINE_FIELDS = (*NOT_GROUP_FIELDS, "sched")
 # profiler samples on a fixed schedule, so a run can end up to a period after its last sample.
 EDGE_TOLERANCE_S = 1.5
 CPU_ENERGY_SENSORS = ("msr", "powercap")  # in order of preference for the same package
+PLAN_FILE = "plan.json"
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Run:
     tasks: pd.DataFrame | None = None
     samples: pd.DataFrame | None = None
     profile: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None  # plan.json (else summary.json's "plan"): the schedule as predicted
     notes: list[str] = field(default_factory=list)  # files missing or unreadable, and what follows
 
     @property
@@ -216,6 +221,12 @@ def load_run(path: str | Path, listed: dict[str, Any] | None = None) -> Run:
     run.profile = _read_json(path / "profile.json")
     if run.profile is None and (path / "profile.json").exists():
         run.notes.append("profile.json is not valid JSON")
+    run.plan = _read_json(path / PLAN_FILE)
+    if run.plan is None:
+        if (path / PLAN_FILE).exists():
+            run.notes.append(f"{PLAN_FILE} is not valid JSON: no predicted schedule")
+        plan = (run.summary or {}).get("plan")
+        run.plan = plan if isinstance(plan, dict) else None
     return run
 
 
@@ -423,16 +434,25 @@ def makespan_lower_bound(task_seconds: Iterable[float], n_devices: int) -> float
 
 
 def device_load(tasks: pd.DataFrame) -> pd.DataFrame:
-    """Per device: tasks run, busy seconds, and idle seconds within the task phase."""
+    """Per device: tasks run, busy seconds (a fused pass once), and idle seconds within the task phase."""
     t0, t1 = tasks["start"].min(), tasks["end"].max()
     load = tasks.groupby("device", sort=True).agg(
-        n_tasks=("task", "size"), busy_s=("seconds", "sum"),
-        first_start=("start", "min"), last_end=("end", "max"),
+        n_tasks=("task", "size"), first_start=("start", "min"), last_end=("end", "max"),
     ).reset_index()
+    busy = {str(d): interval_union_s(g["start"], g["end"]) for d, g in tasks.groupby("device")}
+    load["busy_s"] = load["device"].astype(str).map(busy)
     load["idle_s"] = (t1 - t0) - load["busy_s"]
     load["first_start"] -= t0
     load["last_end"] -= t0
     return load
+
+
+def has_fused_passes(tasks: pd.DataFrame) -> bool:
+    """Whether tasks.csv records fused passes (tasks trained together share one start and end)."""
+    if "fused_group" not in tasks.columns:
+        return False
+    group = tasks["fused_group"]
+    return bool((group.notna() & (group.astype(str).str.strip() != "")).any())
 
 
 def split_energy(starts: np.ndarray, ends: np.ndarray, ts: np.ndarray, cumulative_j: np.ndarray) -> np.ndarray:
@@ -483,6 +503,181 @@ def task_energy(tasks: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFra
                 rows["start"].to_numpy(), rows["end"].to_numpy(), g["ts"].to_numpy(), g["value"].to_numpy())
     out["energy_j"] = out[["gpu_energy_j", "cpu_energy_j"]].sum(axis=1, min_count=1)
     return out
+
+
+# ----------------------------------------------------------------------------- predicted vs measured
+
+PLAN_DEVICE_COLUMNS = ("order", "device", "planned_tasks", "measured_tasks", "predicted_load_s",
+                       "measured_span_s", "measured_busy_s", "span_ratio", "busy_ratio", "note")
+NO_PLAN = f"no {PLAN_FILE} (runs written before greenkd recorded its schedule have none)"
+
+
+@dataclass(frozen=True)
+class PlanComparison:
+    """A run's predicted schedule next to the measured one; NaN, with `reason`, where they do not compare."""
+
+    policy: str
+    cost_source: str
+    fused: bool | None
+    optimal: bool | None
+    predicted_makespan_s: float
+    lower_bound_s: float  # the plan's own bound, on its predicted costs
+    measured_makespan_s: float
+    makespan_ratio: float  # measured / predicted
+    moved_tasks: float  # tasks run on another device than planned; NaN without device labels
+    reason: str  # why the makespans are not compared; "" when they are
+    notes: tuple[str, ...]  # what a reader needs to weigh the numbers (fused plan, work stealing, ...)
+    devices: pd.DataFrame  # PLAN_DEVICE_COLUMNS, plan devices in plan order, then any others tasks.csv names
+
+    def row(self) -> dict[str, Any]:
+        """The run-level fields as one table row (notes joined)."""
+        return {
+            "policy": self.policy, "cost_source": self.cost_source, "fused": self.fused, "optimal": self.optimal,
+            "predicted_makespan_s": self.predicted_makespan_s, "plan_bound_s": self.lower_bound_s,
+            "measured_makespan_s": self.measured_makespan_s, "makespan_ratio": self.makespan_ratio,
+            "moved_tasks": self.moved_tasks, "plan_reason": self.reason, "plan_note": "; ".join(self.notes),
+        }
+
+
+def compare_plan(plan: dict[str, Any] | None, tasks: pd.DataFrame | None) -> PlanComparison:
+    """The plan's predicted makespan and per-device loads next to those measured in tasks.csv.
+
+    Plan device i is `plan["devices"][i]`, the label tasks.csv writes in its `device` column. Measured
+    values exist only when every planned task finished: a run cut short has no makespan to compare.
+    """
+    plan = plan if isinstance(plan, dict) else None
+    if plan is None:
+        return _no_comparison(NO_PLAN)
+    assignment = _str_lists(plan.get("assignment"))
+    loads = plan.get("predicted_load_s")
+    loads = [float(x) if _finite(x) else math.nan for x in loads] if isinstance(loads, list) else None
+    labels = plan.get("devices")
+    labels = [str(x) for x in labels] if isinstance(labels, list) else None
+    fused = plan.get("fused") if isinstance(plan.get("fused"), bool) else None
+    optimal = plan.get("optimal") if isinstance(plan.get("optimal"), bool) else None
+    predicted = float(plan["predicted_makespan_s"]) if _finite(plan.get("predicted_makespan_s")) else math.nan
+    bound = float(plan["lower_bound_s"]) if _finite(plan.get("lower_bound_s")) else math.nan
+    policy, source = str(plan.get("policy") or ""), str(plan.get("cost_source") or "")
+
+    reason = ""
+    finished = tasks if tasks is not None else pd.DataFrame(columns=list(TASK_COLUMNS))
+    planned = [name for names in assignment or [] for name in names]
+    if assignment is None:
+        reason = f"{PLAN_FILE} has no task assignment"
+    elif math.isnan(predicted):
+        reason = f"{PLAN_FILE} has no predicted_makespan_s"
+    elif finished.empty:
+        reason = "no finished task in tasks.csv"
+    else:
+        missing = set(planned) - set(finished["task"].astype(str))
+        if missing:
+            reason = (f"tasks.csv lacks {len(missing)} of the plan's {len(planned)} tasks "
+                      "(the run did not finish them): nothing measured to compare")
+    measured = math.nan if reason else float(finished["end"].max() - finished["start"].min())
+
+    notes: list[str] = []
+    if fused:
+        notes.append("fused plan: a device's predicted load is its deepest teacher prefix plus its blocks, and "
+                     "its tasks ran in one pass (one shared interval in tasks.csv, counted once)")
+    if source == "analytic":
+        notes.append("costs from the analytic model: predicted seconds assume a nominal FLOP rate, not this machine's")
+    devices_ok = (assignment is not None and labels is not None and loads is not None
+                  and len(labels) == len(assignment) == len(loads))
+    moved = math.nan
+    if not devices_ok:
+        notes.append(f"{PLAN_FILE} has no device labels matching its assignment: no per-device comparison")
+        devices = pd.DataFrame(columns=list(PLAN_DEVICE_COLUMNS))
+    else:
+        devices, moved = _device_comparison(assignment, loads, labels, finished, reason)
+        if policy == "ws" and not math.isnan(moved):
+            notes.append(f"work stealing: the plan is the initial split; {moved:g} task(s) ran elsewhere")
+        elif moved > 0:  # False for NaN: without matching labels nothing is known to have moved
+            notes.append(f"{moved:g} task(s) ran on another device than planned")
+    ratio = measured / predicted if predicted > 0 and not math.isnan(measured) else math.nan
+    return PlanComparison(policy=policy, cost_source=source, fused=fused, optimal=optimal,
+                          predicted_makespan_s=predicted, lower_bound_s=bound, measured_makespan_s=measured,
+                          makespan_ratio=ratio, moved_tasks=moved, reason=reason, notes=tuple(notes),
+                          devices=devices)
+
+
+def _no_comparison(reason: str) -> PlanComparison:
+    return PlanComparison(policy="", cost_source="", fused=None, optimal=None, predicted_makespan_s=math.nan,
+                          lower_bound_s=math.nan, measured_makespan_s=math.nan, makespan_ratio=math.nan,
+                          moved_tasks=math.nan, reason=reason, notes=(),
+                          devices=pd.DataFrame(columns=list(PLAN_DEVICE_COLUMNS)))
+
+
+def _str_lists(value: Any) -> list[list[str]] | None:
+    if not isinstance(value, list) or not all(isinstance(v, list) for v in value):
+        return None
+    return [[str(x) for x in v] for v in value]
+
+
+def _device_comparison(assignment: list[list[str]], loads: list[float], labels: list[str],
+                       tasks: pd.DataFrame, reason: str) -> tuple[pd.DataFrame, float]:
+    """Per plan device (then per device only tasks.csv names): predicted load next to span and busy time."""
+    by_device = {str(d): g for d, g in tasks.groupby("device", sort=False)} if not tasks.empty else {}
+    matched = bool(set(by_device) & set(labels))
+    rows = []
+    for i, (label, names, load) in enumerate(zip(labels, assignment, loads, strict=True)):
+        g = by_device.get(label)
+        row = {"order": i, "device": label, "planned_tasks": len(names), "predicted_load_s": load,
+               "measured_tasks": 0 if g is None else len(g), "note": ""}
+        if reason:
+            row["note"] = reason
+        elif not matched:
+            row["note"] = f"none of tasks.csv's devices ({', '.join(sorted(by_device))}) is a device of the plan"
+        else:
+            # A plan device no task ran on measured nothing: zero, not missing.
+            row["measured_span_s"] = 0.0 if g is None else float(g["end"].max() - g["start"].min())
+            row["measured_busy_s"] = 0.0 if g is None else interval_union_s(g["start"], g["end"])
+        rows.append(row)
+    for label, g in by_device.items():
+        if label not in labels:
+            rows.append({"order": len(rows), "device": label, "planned_tasks": 0, "measured_tasks": len(g),
+                         "predicted_load_s": math.nan, "measured_span_s": float(g["end"].max() - g["start"].min()),
+                         "measured_busy_s": interval_union_s(g["start"], g["end"]),
+                         "note": "not a device of the plan"})
+    out = pd.DataFrame(rows, columns=list(PLAN_DEVICE_COLUMNS))
+    for col in ("predicted_load_s", "measured_span_s", "measured_busy_s"):
+        out[col] = out[col].astype(float)
+    positive = out["predicted_load_s"].where(out["predicted_load_s"] > 0)
+    out["span_ratio"] = out["measured_span_s"] / positive
+    out["busy_ratio"] = out["measured_busy_s"] / positive
+    if not matched:
+        return out, math.nan
+    planned_on = {name: labels[d] for d, names in enumerate(assignment) for name in names}
+    ran_on = dict(zip(tasks["task"].astype(str), tasks["device"].astype(str), strict=True))
+    moved = float(sum(1 for name, dev in ran_on.items() if name in planned_on and planned_on[name] != dev))
+    return out, moved
+
+
+def interval_union_s(starts: Iterable[float], ends: Iterable[float]) -> float:
+    """Seconds covered by at least one interval: a fused pass's tasks share one interval, counted once."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(zip(starts, ends, strict=True)):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return float(total)
+
+
+def plan_tables(sweep: SweepData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per run, and per run and device, the predicted schedule next to the measured one."""
+    rows, frames = [], []
+    for run in sweep.runs:
+        comparison = compare_plan(run.plan, run.tasks)
+        key = {"run": run.name, "group": group_key(run.config) if run.config else "", "devices": run.devices,
+               "repeat": run.repeat}
+        rows.append({**key, "sched": run.config.get("sched", ""), "usable": run.usable, **comparison.row()})
+        if not comparison.devices.empty:
+            frames.append(comparison.devices.assign(**key))
+    device_columns = ["run", "group", "devices", "repeat", *PLAN_DEVICE_COLUMNS]
+    per_device = (pd.concat(frames, ignore_index=True)[device_columns] if frames
+                  else pd.DataFrame(columns=device_columns))
+    return pd.DataFrame(rows), per_device
+
 
 
 # ----------------------------------------------------------------------------- tables
@@ -561,7 +756,8 @@ def run_table(sweep: SweepData) -> pd.DataFrame:
         if run.tasks is not None and not run.tasks.empty:
             row["n_tasks"] = len(run.tasks)
             row["tasks_makespan_s"] = float(run.tasks["end"].max() - run.tasks["start"].min())
-            if run.devices:
+            # A fused pass's tasks have no separate times, so no bound follows from them.
+            if run.devices and not has_fused_passes(run.tasks):
                 row["makespan_lb_s"] = makespan_lower_bound(run.tasks["seconds"], run.devices)
         rows.append(row)
     table = pd.DataFrame(rows)

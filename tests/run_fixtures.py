@@ -1,7 +1,8 @@
 """Write realistic sweep and run directories (the DESIGN.md contract) for the analysis and report tests.
 
-Each run gets config.json, tasks.csv (tasks scheduled round robin or longest-first onto devices,
-back to back), summary.json, and when profiled a 1 Hz-style samples.csv with the profiler's
+Each run gets config.json, plan.json (the schedule as greenkd predicted it: assignment, per-device
+loads from the cost model's seconds), tasks.csv (tasks scheduled round robin or longest-first onto
+devices, back to back; with fusing each device's tasks share one pass), summary.json, and when profiled a 1 Hz-style samples.csv with the profiler's
 vocabulary (msr packages and cores, procstat, nvml) plus profile.json. Power is piecewise constant
 and the cumulative energy is its exact integral, so expected energies can be computed by hand.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from greenkd.schedule import Plan, TaskCost, device_loads, lower_bound
 
 T0 = 1_760_000_000.0  # a fixed Unix time, so that every figure is reproducible
 
@@ -64,6 +67,18 @@ class RunSpec:
     start_ts: float = T0
     teacher_accuracy: float = 0.8732
     student_accuracy: float = 0.8659
+    plan: bool = True  # write plan.json (False: a run from before greenkd recorded its schedule)
+    predicted_task_s: list[float] | None = None  # the cost model's seconds per task; None: exactly task_seconds
+    cost_source: str = "store"
+    fused: bool = False  # each device trains all its tasks in one pass: one teacher prefix, shared
+    prefix_fraction: float = 0.5  # the teacher prefix's share of each task's seconds (for fusing)
+
+
+def fused_seconds(seconds: list[float], prefix_fraction: float) -> float:
+    """One fused pass: the deepest prefix once, plus every task's own part."""
+    if not seconds:
+        return 0.0
+    return max(seconds) * prefix_fraction + sum(seconds) * (1 - prefix_fraction)
 
 
 def schedule(task_seconds: list[float], n: int, sched: str) -> list[int]:
@@ -85,24 +100,49 @@ def device_names(spec: RunSpec) -> list[str]:
     return [f"cpu{i}-cpu{i}" for i in range(spec.gpus)]
 
 
+def task_name(i: int) -> str:
+    return f"block{i // 3 + 1}_conv{i % 3 + 1}"
+
+
 def task_rows(spec: RunSpec) -> pd.DataFrame:
-    """tasks.csv: each device runs its tasks back to back from the end of setup."""
+    """tasks.csv: each device runs its tasks back to back from the end of setup (fused: in one pass)."""
     names = device_names(spec)
     assign = schedule(spec.task_seconds, spec.gpus, spec.sched)
     clock = [spec.start_ts + spec.setup_s] * spec.gpus
+    passes = [fused_seconds([s for s, a in zip(spec.task_seconds, assign, strict=True) if a == d],
+                            spec.prefix_fraction) for d in range(spec.gpus)]
     rows = []
     for i, (seconds, d) in enumerate(zip(spec.task_seconds, assign, strict=True)):
         start = clock[d]
-        clock[d] += seconds
+        if spec.fused:  # every task of the pass starts and ends with it, as greenkd records them
+            seconds = passes[d]
+        else:
+            clock[d] += seconds
         rows.append({
-            "task": f"block{i // 3 + 1}_conv{i % 3 + 1}", "index": i, "device": names[d], "host": "node1",
+            "task": task_name(i), "index": i, "device": names[d], "host": "node1",
             "pid": 1000 + d, "start": start, "end": start + seconds, "seconds": seconds,
             "seconds_setup": 0.5, "seconds_train": seconds - 1.0, "seconds_eval": 0.5, "epochs": 4,
             "params_before": 36928 * (i + 1), "params_after": 4800 * (i + 1),
             "flops_before": 37_000_000 * (i + 1), "flops_after": 4_900_000 * (i + 1),
             "mse_first": 0.9, "mse_best": 0.05, "accuracy": 0.87 - 0.001 * i, "accepted": True,
+            "fused_group": names[d] if spec.fused else "",
         })
     return pd.DataFrame(rows)
+
+
+def plan_dict(spec: RunSpec) -> dict[str, Any]:
+    """plan.json as greenkd writes it: the fixture's own schedule, loads from the predicted seconds."""
+    predicted = spec.predicted_task_s if spec.predicted_task_s is not None else spec.task_seconds
+    costs = [TaskCost(task_name(i), s, s * spec.prefix_fraction if spec.fused else 0.0)
+             for i, s in enumerate(predicted)]
+    assign = schedule(spec.task_seconds, spec.gpus, spec.sched)
+    groups = tuple(tuple(task_name(i) for i, a in enumerate(assign) if a == d) for d in range(spec.gpus))
+    loads = tuple(device_loads(groups, costs, spec.fused))
+    plan = Plan(policy=spec.sched, n_devices=spec.gpus, assignment=groups,
+                queue_order=tuple(c.name for c in costs), predicted_load_s=loads,
+                predicted_makespan_s=max(loads), lower_bound_s=lower_bound(costs, spec.gpus, spec.fused),
+                cost_source=spec.cost_source, fused=spec.fused, optimal=True if spec.sched == "opt" else None)
+    return {**plan.to_dict(), "devices": device_names(spec)}
 
 
 def run_window(spec: RunSpec, tasks: pd.DataFrame) -> tuple[float, float]:
@@ -124,7 +164,8 @@ def gpu_energy_at(tasks: pd.DataFrame, spec: RunSpec, gpu: str, t0: float, t: np
     """Exact integral from t0 of the GPU's power: busy while one of its tasks runs, idle otherwise."""
     p = spec.power
     energy = p.gpu_idle_w * (t - t0)
-    for r in tasks[tasks["device"] == gpu].itertuples():
+    # A fused pass's tasks share one interval: the GPU is busy once, not once per task.
+    for r in tasks[tasks["device"] == gpu].drop_duplicates(["start", "end"]).itertuples():
         overlap = np.clip(np.minimum(t, r.end) - max(r.start, t0), 0, None)
         energy += (p.gpu_busy_w - p.gpu_idle_w) * overlap
     return energy
@@ -231,7 +272,7 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     label = "autotune" if spec.threads == "autotune" else f"{spec.threads}-intra1"
     config = {
         "model": spec.model, "width": 1.0, "dataset": "cifar10", "image_size": 32, "batch_size": 64,
-        "epochs": 30, "block": "a", "gpus": spec.gpus, "sched": spec.sched, "backend": "mpi", "fuse": False,
+        "epochs": 30, "block": "a", "gpus": spec.gpus, "sched": spec.sched, "backend": "mpi", "fuse": spec.fused,
         "data_threads": data_threads, "seed": 0, "out": str(run_dir),
     }
     devices = (device_names(spec) if spec.device_kind == "gpu"
@@ -239,6 +280,9 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     meta = {"version": "0.1.0", "host": "node1", "device_kind": spec.device_kind, "devices": devices,
             "sweep": Path(sweep_dir).name, "run": spec.name, "repeat": spec.repeat, "data_threads_label": label}
     (run_dir / "config.json").write_text(json.dumps({"config": config, "meta": meta}, indent=2))
+    plan = plan_dict(spec) if spec.plan else None
+    if plan is not None:  # written before any task runs, so a killed run has it too
+        (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
     tasks = task_rows(spec)
     window = run_window(spec, tasks)
     if spec.node_energy_j is not None:
@@ -267,6 +311,8 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
                     "finetune": spec.finetune_s, "total": total},
         "start_ts": window[0], "end_ts": window[1], "n_devices": spec.gpus, "device_kind": spec.device_kind,
     }
+    if plan is not None:
+        summary["plan"] = plan
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
 
