@@ -1,8 +1,9 @@
 """One self-contained HTML report per sweep (plotly.js inlined, opens offline), and an index of reports.
 
 Sections follow the paper: speedup and efficiency against the ideal (Fig. 5a/b, 6a/b), energy and
-greenup (Table 9), per-layer runtimes (Fig. 5c/d), task allocation (Fig. 6c/d), power and
-utilisation over time, accuracy (Table 7), and the machine with the sensors used and missing.
+greenup (Table 9), per-layer runtimes (Fig. 5c/d), task allocation (Fig. 6c/d), the predicted schedule
+against the measured one (issue 7), power and utilisation over time, accuracy (Table 7), and the
+machine with the sensors used and missing.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from greenkd.analysis import (
     device_load,
     find_sweeps,
     group_key,
+    has_fused_passes,
     layer_runtimes,
     load_sweep,
     makespan_lower_bound,
+    plan_tables,
     run_table,
     scaling_table,
     task_energy,
@@ -178,6 +181,7 @@ def build_report(sweep: SweepData) -> Report:
         _phase_section(builder, runs, sched_of),
         _layer_section(builder, sweep, label_of, unit),
         _gantt_section(builder, sweep, runs, label_of, unit),
+        _prediction_section(builder, sweep, runs, style, unit),
         _timeline_section(builder, sweep, runs, label_of),
         _accuracy_section(runs),
         _machine_section(sweep, runs),
@@ -191,7 +195,7 @@ def build_report(sweep: SweepData) -> Report:
 # ----------------------------------------------------------------------------- sections
 
 _NAV = [("scaling", "Scaling"), ("energy", "Energy"), ("phases", "Phases"), ("layers", "Layers"),
-        ("allocation", "Allocation"), ("timeline", "Power &amp; utilisation"), ("accuracy", "Accuracy"),
+        ("allocation", "Allocation"), ("prediction", "Predicted vs measured"), ("timeline", "Power &amp; utilisation"), ("accuracy", "Accuracy"),
         ("machine", "Machine &amp; sensors"), ("runs", "Runs")]
 
 
@@ -454,9 +458,12 @@ def _gantt_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: 
             textfont={"color": ["white" if d < 0.6 else "#222" for d in depth]},
             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
         ))
-        bound = makespan_lower_bound(tasks["seconds"], run.devices or len(devices))
-        fig.add_vline(x=bound, line={"color": "#444", "dash": "dash", "width": 1.5},
-                      annotation_text=f"bound {bound:.0f} s", annotation_position="top")
+        if has_fused_passes(tasks):  # one pass per device: its tasks have no separate times to bound
+            notes.append(f"{run.name}: fused passes (each device's tasks ran together): no makespan bound")
+        else:
+            bound = makespan_lower_bound(tasks["seconds"], run.devices or len(devices))
+            fig.add_vline(x=bound, line={"color": "#444", "dash": "dash", "width": 1.5},
+                          annotation_text=f"bound {bound:.0f} s", annotation_position="top")
         load = device_load(tasks)
         busy = ", ".join(f"{d}: {s:.0f} s" for d, s in zip(load["device"], load["busy_s"], strict=True))
         fig.update_layout(
@@ -469,6 +476,133 @@ def _gantt_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: 
     body = f"<div class='grid2'>{''.join(divs)}</div>" if divs else _notice("No usable run has tasks.csv.")
     body += "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     return _section("allocation", "Task allocation", intro, body)
+
+
+def _prediction_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, style: dict[str, dict[str, Any]],
+                        unit: str) -> str:
+    intro = ("The schedule greenkd predicted before the tasks ran (plan.json: its cost model's seconds per task, "
+             "summed per device by the scheduler) against what tasks.csv measured. Measured makespan: first task "
+             "start to last task end; per device, span is its first start to its last end and busy its task "
+             "seconds (a fused pass once). Ratios are measured / predicted: above 1, slower than predicted.")
+    plans, devices = plan_tables(sweep)
+    plans = plans.merge(runs[["run", "label", "threads"]], on="run", how="left")
+    usable = plans[plans["usable"] & plans["group"].isin(list(style))]
+    if usable.empty:
+        return _section("prediction", "Predicted vs measured", intro, _notice("No usable run."))
+    compared = usable.dropna(subset=["makespan_ratio"])
+    if compared.empty:
+        reason = _first_text(usable["plan_reason"]) or "no run has a predicted makespan"
+        return _section("prediction", "Predicted vs measured", intro, _notice(f"No prediction to compare: {reason}."))
+    order = {g: i for i, g in enumerate(dict.fromkeys(runs["group"]))}
+    usable = usable.sort_values(["group", "devices", "repeat"], key=lambda c: c.map(order) if c.name == "group" else c)
+    figs = [b.div(_makespan_figure(compared, style, unit), 460), b.div(_ratio_figure(compared, style, unit), 460)]
+    figs += _load_figures(b, sweep, runs, devices, style, unit)
+    table = _table(usable.assign(note=[r or n for r, n in zip(usable["plan_reason"], usable["plan_note"], strict=True)],
+                                 mode=usable["fused"].map({True: "fused", False: "independent"})), [
+        ("label", "group", str), ("devices", "n", _int), ("run", "run", str), ("cost_source", "costs from", str), ("mode", "mode", str),
+        ("predicted_makespan_s", "predicted makespan (s)", _f1), ("measured_makespan_s", "measured makespan (s)", _f1),
+        ("makespan_ratio", "measured / predicted", _ratio), ("plan_bound_s", "predicted bound (s)", _f1),
+        ("moved_tasks", "tasks moved", _int), ("note", "note", str),
+    ])
+    body = f"<div class='grid2'>{''.join(figs)}</div>" + table
+    body += ("<p class='hint'>costs from: store (times measured by earlier runs on this hardware), timings-file, "
+             "calibration (a few timed steps) or analytic (FLOPs at a nominal rate: right in shape, not in "
+             "seconds). The predicted bound is max(Σ/n, longest task) on the predicted costs.</p>")
+    return _section("prediction", "Predicted vs measured", intro, body)
+
+
+def _makespan_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str) -> go.Figure:
+    """One point per run, predicted makespan against measured, around the ideal y = x."""
+    values = pd.concat([compared["predicted_makespan_s"], compared["measured_makespan_s"]])
+    values = values[values > 0]
+    # Analytic costs can sit orders of magnitude off the measured seconds: a log scale keeps both in view.
+    log = bool(len(values)) and values.max() / values.min() > 20
+    lo, hi = (values.min() / 1.5, values.max() * 1.5) if log else (0.0, values.max() * 1.08)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="ideal (measured = predicted)",
+                             line={"color": "#9aa0a6", "dash": "dash", "width": 1.5}, hoverinfo="skip"))
+    for group, g in compared.groupby("group", sort=False):
+        s = style[group]
+        fig.add_trace(go.Scatter(
+            x=g["predicted_makespan_s"], y=g["measured_makespan_s"], mode="markers+text", name=s["label"],
+            text=[f"n={int(n)}" for n in g["devices"]], textposition="middle right",
+            textfont={"size": 11, "color": s["colour"]},
+            marker={"symbol": s["symbol"], "size": 10, "color": s["colour"], "line": {"color": "white", "width": 1}},
+            customdata=np.stack([g["run"], g["cost_source"], g["makespan_ratio"],
+                                 g["fused"].map({True: "fused", False: "independent"}).fillna("—")], axis=-1),
+            hovertemplate=(f"{s['label']} · %{{text}} {unit}<br>run %{{customdata[0]}}<br>predicted %{{x:.1f}} s, "
+                           "measured %{y:.1f} s (×%{customdata[2]:.2f})<br>costs from %{customdata[1]}, "
+                           "%{customdata[3]}<extra></extra>"),
+        ))
+    axis = {"type": "log"} if log else {"range": [lo, hi]}
+    fig.update_layout(title="Predicted vs measured makespan", xaxis_title="predicted makespan (s)",
+                      yaxis_title="measured makespan (s)", xaxis=axis, yaxis=axis)
+    if log:
+        fig.update_xaxes(range=[math.log10(lo), math.log10(hi)])
+        fig.update_yaxes(range=[math.log10(lo), math.log10(hi)])
+    return fig
+
+
+def _ratio_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str) -> go.Figure:
+    """Median measured / predicted makespan per group and device count, against 1 (as predicted)."""
+    med = compared.groupby(["group", "devices"], sort=False).agg(
+        ratio=("makespan_ratio", "median"), runs=("run", "size"), source=("cost_source", "first")).reset_index()
+    fig = go.Figure()
+    fig.add_hline(y=1, line={"color": "#9aa0a6", "dash": "dash", "width": 1.5})
+    for group, g in med.groupby("group", sort=False):
+        s = style[group]
+        g = g.sort_values("devices")
+        fig.add_trace(go.Scatter(
+            x=g["devices"], y=g["ratio"], mode="lines+markers", name=s["label"],
+            line={"color": s["colour"], "dash": s["dash"], "width": 2.5}, marker={"symbol": s["symbol"], "size": 9},
+            customdata=np.stack([g["runs"], g["source"]], axis=-1),
+            hovertemplate=(f"{s['label']}<br>%{{x}} {unit}: measured / predicted %{{y:.2f}}"
+                           "<br>median of %{customdata[0]} run(s), costs from %{customdata[1]}<extra></extra>"),
+        ))
+    fig.update_layout(title="Measured / predicted makespan vs devices", xaxis_title=f"devices ({unit})",
+                      yaxis_title="measured / predicted makespan")
+    fig.update_xaxes(tickmode="array", tickvals=sorted(med["devices"].unique()))
+    return fig
+
+
+def _load_figures(b: _Builder, sweep: SweepData, runs: pd.DataFrame, devices: pd.DataFrame,
+                  style: dict[str, dict[str, Any]], unit: str) -> list[str]:
+    """Per group's largest run: each device's predicted load next to its measured span."""
+    picked = [r for r in _largest_runs(sweep, runs) if (devices["run"] == r.name).any()]
+    rows = devices[devices["run"].isin([r.name for r in picked])]
+    if rows.empty or rows["measured_span_s"].isna().all():
+        return []
+    y_max = float(np.nanmax(rows[["predicted_load_s", "measured_span_s"]].to_numpy(dtype=float))) * 1.08
+    divs = []
+    for run in picked:
+        d = rows[rows["run"] == run.name].sort_values("order")
+        if d["measured_span_s"].isna().all():
+            continue
+        group = group_key(run.config)
+        s = style[group]
+        hover = [f"{r.device}: {r.planned_tasks} task(s) planned, {r.measured_tasks} run<br>predicted "
+                 f"{_num(r.predicted_load_s)} s · span {_num(r.measured_span_s)} s · busy {_num(r.measured_busy_s)} s"
+                 for r in d.itertuples()]
+        fig = go.Figure()
+        fig.add_trace(go.Bar(x=d["device"], y=d["predicted_load_s"], name="predicted load",
+                             marker={"color": s["colour"], "opacity": 0.45, "pattern": {"shape": "/"}},
+                             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+        fig.add_trace(go.Bar(x=d["device"], y=d["measured_span_s"], name="measured span",
+                             marker={"color": s["colour"]}, text=[_ratio(v) for v in d["span_ratio"]],
+                             textposition="outside", hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+        fig.update_layout(title=f"Predicted vs measured load · {s['label']} · {_count(run.devices or 0, unit)}",
+                          xaxis_title="device", yaxis_title="seconds (s)", barmode="group", bargap=0.3,
+                          yaxis={"range": [0, y_max]})
+        divs.append(b.div(fig, 400))
+    return divs
+
+
+def _ratio(v: Any) -> str:
+    return "—" if _missing(v) else f"{float(v):.2f}×"
+
+
+def _num(v: Any) -> str:
+    return "—" if _missing(v) else f"{float(v):,.1f}"
 
 
 def _timeline_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: dict[str, str]) -> str:

@@ -43,6 +43,10 @@ def test_every_plot_is_drawn_offline_in_chromium(tmp_path, browser):
     path = write_report(sweep_dir, tmp_path / "reports")
     figures = build_report(load_sweep(sweep_dir)).figures
     assert len(figures) >= 15
+    # The fixtures write plan.json, so the predicted-vs-measured figures are among those to draw.
+    titles = [f.layout.title.text for f in figures]
+    assert {"Predicted vs measured makespan", "Measured / predicted makespan vs devices",
+            "Predicted vs measured load · bin packing · 4-intra1 · 4 GPUs"} <= set(titles)
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     requests: list[str] = []
