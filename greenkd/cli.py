@@ -68,8 +68,6 @@ def sweep_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; print the report's path only."),
 ) -> None:
     """Run distillations over device counts x schedulers x tf.data threads, each profiled; write the report."""
-    from rich.console import Console
-
     # No TensorFlow in this process: the runs and the teacher are child processes.
     from greenkd.config import SweepSpec
     from greenkd.sweep import run_sweep
@@ -78,8 +76,7 @@ def sweep_command(
         experiment, gpus=gpus, sched=sched, data_threads=data_threads, backend=backend, repeat=repeat,
         name=name, idle_seconds=idle_seconds, allow_oversubscribe=allow_oversubscribe or None,
     )
-    result = run_sweep(spec, out, reports, resume=resume, name_given=name is not None,
-                       console=Console(quiet=quiet))
+    result = run_sweep(spec, out, reports, resume=resume, name_given=name is not None, quiet=quiet)
     if result.failed:
         print(f"greenkd: {len(result.failed)} of {len(result.records)} runs did not complete: "
               + ", ".join(f"{r.run} ({r.status})" for r in result.failed), file=sys.stderr)

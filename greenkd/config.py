@@ -260,13 +260,14 @@ DEFAULT_SWEEP_RUN = RunConfig(
     model="vgg16",
     width=0.125,
     dataset="synthetic",
-    n_train=4000,
+    n_train=2000,
     n_val=500,
     batch_size=64,
-    teacher_epochs=8,
+    teacher_epochs=12,
     epochs=2,
     eval_every=2,
-    finetune_epochs=1,
+    lr=0.03,
+    finetune_epochs=3,
 )
 DEFAULT_SWEEP_DESCRIPTION = (
     "The small embedded sweep: VGG16 at width 1/8 on synthetic 32x32 shapes, "

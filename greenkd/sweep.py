@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -113,6 +114,9 @@ class RunRecord:
     ended_ts: float | None = None
     seconds: float | None = None
     attempts: int = 0
+    # The machine's 1-minute load average as the run starts and ends: a busy machine explains noisy times.
+    load_start: float | None = None
+    load_end: float | None = None
 
     @classmethod
     def planned(cls, run: SweepRun) -> RunRecord:
@@ -275,7 +279,7 @@ def run_sweep(
         if resume and is_complete(run_dir):
             check_same_settings(run, run_dir)
             old = earlier.get(run.name) or {}
-            for key in ("exit_code", "started_ts", "ended_ts", "seconds", "attempts"):
+            for key in ("exit_code", "started_ts", "ended_ts", "seconds", "load_start", "load_end"):
                 setattr(record, key, old.get(key))
             record.status, record.attempts = "complete", int(old.get("attempts") or 1)
         else:
@@ -404,6 +408,7 @@ class _Runner:
         used_gpus = list(range(min(run.devices, self.state.machine.gpus))) or None
         record.status, record.error, record.interrupted = "running", None, False
         record.started_ts, record.ended_ts, record.exit_code = time.time(), None, None
+        record.load_start, record.load_end = os.getloadavg()[0], None
         record.attempts += 1
         self.state.save()
         code: int | None = None
@@ -426,6 +431,7 @@ class _Runner:
                 interrupted: str | None = None) -> None:
         """Record how the run ended, from the run's own summary.json where it wrote one."""
         record.ended_ts, record.exit_code = time.time(), code
+        record.load_end = os.getloadavg()[0]
         summary = read_json(run_dir / "summary.json")
         if summary is not None:
             record.status = str(summary.get("status") or "failed")
@@ -470,7 +476,7 @@ class _Runner:
     @contextlib.contextmanager
     def _progress(self, run: SweepRun, run_dir: Path, position: tuple[int, int]) -> Iterator[None]:
         """A bar over the sweep's runs and one over this run's layer tasks (tasks.csv rows)."""
-        if self.console.quiet:
+        if self.console.quiet or not self.console.is_terminal:  # a log gets the per-run lines only
             yield
             return
         done, total = position
