@@ -518,50 +518,62 @@ def _makespan_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], u
     # Analytic costs can sit orders of magnitude off the measured seconds: a log scale keeps both in view.
     log = bool(len(values)) and values.max() / values.min() > 20
     lo, hi = (values.min() / 1.5, values.max() * 1.5) if log else (0.0, values.max() * 1.08)
+    several_sources = compared["cost_source"].nunique() > 1
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="ideal (measured = predicted)",
                              line={"color": "#9aa0a6", "dash": "dash", "width": 1.5}, hoverinfo="skip"))
     for group, g in compared.groupby("group", sort=False):
         s = style[group]
+        text = [f"n={int(n)}" + (f" · {src}" if several_sources else "")
+                for n, src in zip(g["devices"], g["cost_source"], strict=True)]
         fig.add_trace(go.Scatter(
             x=g["predicted_makespan_s"], y=g["measured_makespan_s"], mode="markers+text", name=s["label"],
-            text=[f"n={int(n)}" for n in g["devices"]], textposition="middle right",
-            textfont={"size": 11, "color": s["colour"]},
+            text=text, textposition="middle right", textfont={"size": 11, "color": s["colour"]},
             marker={"symbol": s["symbol"], "size": 10, "color": s["colour"], "line": {"color": "white", "width": 1}},
             customdata=np.stack([g["run"], g["cost_source"], g["makespan_ratio"],
-                                 g["fused"].map({True: "fused", False: "independent"}).fillna("—")], axis=-1),
-            hovertemplate=(f"{s['label']} · %{{text}} {unit}<br>run %{{customdata[0]}}<br>predicted %{{x:.1f}} s, "
-                           "measured %{y:.1f} s (×%{customdata[2]:.2f})<br>costs from %{customdata[1]}, "
-                           "%{customdata[3]}<extra></extra>"),
+                                 g["fused"].map({True: "fused", False: "independent"}).fillna("—"),
+                                 g["devices"].astype(int)], axis=-1),
+            hovertemplate=(f"{s['label']} · %{{customdata[4]}} {unit}<br>run %{{customdata[0]}}<br>predicted "
+                           "%{x:.1f} s, measured %{y:.1f} s (×%{customdata[2]:.2f})<br>costs from "
+                           "%{customdata[1]}, %{customdata[3]}<extra></extra>"),
         ))
-    axis = {"type": "log"} if log else {"range": [lo, hi]}
     fig.update_layout(title="Predicted vs measured makespan", xaxis_title="predicted makespan (s)",
-                      yaxis_title="measured makespan (s)", xaxis=axis, yaxis=axis)
-    if log:
-        fig.update_xaxes(range=[math.log10(lo), math.log10(hi)])
-        fig.update_yaxes(range=[math.log10(lo), math.log10(hi)])
+                      yaxis_title="measured makespan (s)")
+    if log:  # one labelled tick per decade: plotly's default labels 0.2 and 2 alike as "2"
+        fig.update_xaxes(type="log", range=[math.log10(lo), math.log10(hi)], dtick=1)
+        fig.update_yaxes(type="log", range=[math.log10(lo), math.log10(hi)], dtick=1)
+    else:
+        fig.update_xaxes(range=[lo, hi])
+        fig.update_yaxes(range=[lo, hi])
     return fig
 
 
 def _ratio_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str) -> go.Figure:
-    """Median measured / predicted makespan per group and device count, against 1 (as predicted)."""
-    med = compared.groupby(["group", "devices"], sort=False).agg(
-        ratio=("makespan_ratio", "median"), runs=("run", "size"), source=("cost_source", "first")).reset_index()
+    """Median measured / predicted makespan per group, cost source and device count, against 1."""
+    # Runs planned on different cost sources (a sweep's first run finds no stored times) are not
+    # medians of one another: each source gets its own line.
+    several_sources = compared["cost_source"].nunique() > 1
+    med = compared.groupby(["group", "cost_source", "devices"], sort=False).agg(
+        ratio=("makespan_ratio", "median"), runs=("run", "size")).reset_index()
     fig = go.Figure()
     fig.add_hline(y=1, line={"color": "#9aa0a6", "dash": "dash", "width": 1.5})
-    for group, g in med.groupby("group", sort=False):
+    for (group, source), g in med.groupby(["group", "cost_source"], sort=False):
         s = style[group]
+        name = f"{s['label']} · {source} costs" if several_sources else s["label"]
         g = g.sort_values("devices")
         fig.add_trace(go.Scatter(
-            x=g["devices"], y=g["ratio"], mode="lines+markers", name=s["label"],
+            x=g["devices"], y=g["ratio"], mode="lines+markers", name=name,
             line={"color": s["colour"], "dash": s["dash"], "width": 2.5}, marker={"symbol": s["symbol"], "size": 9},
-            customdata=np.stack([g["runs"], g["source"]], axis=-1),
-            hovertemplate=(f"{s['label']}<br>%{{x}} {unit}: measured / predicted %{{y:.2f}}"
-                           "<br>median of %{customdata[0]} run(s), costs from %{customdata[1]}<extra></extra>"),
+            customdata=g["runs"],
+            hovertemplate=(f"{name}<br>%{{x}} {unit}: measured / predicted %{{y:.2f}}"
+                           "<br>median of %{customdata} run(s)<extra></extra>"),
         ))
     fig.update_layout(title="Measured / predicted makespan vs devices", xaxis_title=f"devices ({unit})",
                       yaxis_title="measured / predicted makespan")
     fig.update_xaxes(tickmode="array", tickvals=sorted(med["devices"].unique()))
+    ratios = med["ratio"][med["ratio"] > 0]
+    if len(ratios) and max(ratios.max(), 1) / min(ratios.min(), 1) > 20:
+        fig.update_yaxes(type="log", dtick=1)
     return fig
 
 

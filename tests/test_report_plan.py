@@ -101,3 +101,15 @@ def test_a_fused_run_has_no_task_makespan_bound_in_its_allocation_chart(tmp_path
     text = _section_text(report.html, "allocation")
     assert "n2: fused passes" in text and "busy time per device: gpu0: 7 s, gpu1: 6 s" in text
     assert "fused" in _section_text(report.html, "prediction")
+
+
+def test_runs_planned_on_different_cost_sources_are_not_one_median(tmp_path):
+    # A sweep's first run finds no stored times (analytic costs); its repeat and later runs use the store.
+    specs = [RunSpec(name="n1-r0", gpus=1, cost_source="analytic", predicted_task_s=[0.01] * 13),
+             RunSpec(name="n1-r1", gpus=1, repeat=1), RunSpec(name="n2-r0", gpus=2)]
+    ratio = _figure(_report(tmp_path, specs), "Measured / predicted makespan vs devices")
+    lines = {t.name: list(t.y) for t in ratio.data}
+    assert lines.keys() == {"bin packing · autotune · analytic costs", "bin packing · autotune · store costs"}
+    assert lines["bin packing · autotune · analytic costs"] == pytest.approx([287 / 0.13])
+    assert lines["bin packing · autotune · store costs"] == pytest.approx([1.0, 1.0])  # exact predictions
+    assert ratio.layout.yaxis.type == "log"
