@@ -136,7 +136,8 @@ class SweepState:
     machine: Machine
     created_ts: float
     records: list[RunRecord]
-    status: str = "running"  # running | complete | interrupted
+    status: str = "running"  # running | complete | interrupted | failed
+    error: str | None = None  # why the sweep itself failed
     teacher: dict[str, Any] | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -146,6 +147,7 @@ class SweepState:
             "created_ts": self.created_ts,
             "updated_ts": time.time(),
             "status": self.status,
+            "error": self.error,
             "experiment": self.spec.experiment,
             "spec": self.spec.to_dict(),
             "machine": {"device_kind": self.machine.kind, "gpus": self.machine.gpus,
@@ -310,6 +312,10 @@ def run_sweep(
             resume_flags = f"--resume --name {state.name}" + (f" --out {out}" if str(out) != "results" else "")
             print(f"greenkd: sweep {state.name} interrupted; finished runs are kept. "
                   f"Finish it with: greenkd sweep {resume_flags} (and the same settings)", file=sys.stderr)
+            raise
+        except BaseException as exc:  # a user error (the teacher's settings) or a crash: say so, then re-raise
+            state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+            state.save()
             raise
     state.status = "complete"
     state.save()

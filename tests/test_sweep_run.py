@@ -230,3 +230,17 @@ def test_the_teacher_is_trained_once_before_the_runs_then_loaded(tmp_path, sweep
     assert again["source"] == "cached" and again["path"] == first["path"]
     assert again["accuracy"] == pytest.approx(first["accuracy"])
     assert _json(tmp_path / "teacher.json") == again
+
+
+def test_settings_only_the_teacher_step_can_check_are_one_line_and_exit_2(tmp_path, sweep_cache):
+    experiment = write_experiment(tmp_path / "bad.toml", name="bad", sweep={"gpus": "1", "data_threads": "autotune"},
+                                  run={"dataset": "no-such-data", "n_train": 64})
+    proc = greenkd("sweep", "--experiment", str(experiment), "--out", "res", "--quiet",
+                   cache=sweep_cache, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]  # one line, no traceback
+    assert proc.stderr.startswith("greenkd: error: unknown dataset 'no-such-data'")
+    payload = _json(tmp_path / "res" / "bad" / "sweep.json")
+    assert payload["status"] == "failed" and "unknown dataset" in payload["error"]
+    assert {r["status"] for r in payload["runs"]} == {"pending"}  # no run was started
+    assert not (tmp_path / "res" / "bad" / "g1-tauto-r0").exists()
