@@ -7,10 +7,14 @@ CNN saved as a .keras file (three layer tasks instead of VGG16's thirteen).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import pty
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,6 +81,53 @@ def start_greenkd(*args: str, cache: Path, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "greenkd", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+class Terminal:
+    """The real CLI on a pseudo-terminal it controls, as in a shell: `ctrl_c()` types Ctrl-C.
+
+    The kernel then sends SIGINT to the whole foreground process group (the sweep, its running
+    distillation and that run's workers), exactly as a person's Ctrl-C does.
+    """
+
+    def __init__(self, *args: str, cache: Path, cwd: Path) -> None:
+        env = {**os.environ, "GREENKD_CACHE": str(cache), "COLUMNS": "120"}
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenkd", *args], cwd=cwd, env=env,
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes its terminal
+        )
+        os.close(slave)
+        self.master = master
+        self.output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)  # a full pty would block it
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO once every process holding the terminal has exited
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def ctrl_c(self) -> None:
+        os.write(self.master, b"\x03")
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """The exit code and everything the terminal showed."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+            self._reader.join(timeout=5)
+            os.close(self.master)
+        return code, self.output.decode(errors="replace")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:

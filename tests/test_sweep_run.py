@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sweep_fixtures
-from sweep_fixtures import TINY_RUN, greenkd, snapshot, start_greenkd, write_experiment
+from sweep_fixtures import TINY_RUN, Terminal, greenkd, snapshot, start_greenkd, write_experiment
 
 from greenkd.analysis import load_sweep, run_table, scaling_table
 
@@ -22,15 +22,14 @@ tiny_teacher = sweep_fixtures.tiny_teacher
 
 
 def _wait_for(check, *, timeout_s: float, proc=None, what: str):
-    """Poll `check()` until it returns something truthy; fail with the sweep's output if it never does."""
+    """Poll `check()` until it returns something truthy; fail if the sweep ends or time runs out first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the sweep exited ({proc.returncode}) before {what}:\n{out}\n{err}")
+            pytest.fail(f"the sweep exited ({proc.returncode}) before {what}")
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
 
@@ -54,7 +53,7 @@ def _task_rows(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def interrupted_sweep(tmp_path_factory, sweep_cache, tiny_teacher):
-    """A 1- and 2-device sweep, SIGINT while its second run is mid-way, then `--resume`."""
+    """A 1- and 2-device sweep in a terminal, Ctrl-C while its second run is mid-way, then `--resume`."""
     root = tmp_path_factory.mktemp("interrupted")
     experiment = write_experiment(root / "tiny.toml", name="tiny",
                                   sweep={"gpus": "1-2", "sched": "rr", "data_threads": "autotune"},
@@ -62,20 +61,15 @@ def interrupted_sweep(tmp_path_factory, sweep_cache, tiny_teacher):
     args = ("sweep", "--experiment", str(experiment), "--name", "t", "--out", "res", "--reports", "rep")
     sweep = root / "res" / "t"
     first, second = sweep / "g1-tauto-r0", sweep / "g2-rr-tauto-r0"
-    proc = start_greenkd(*args, cache=sweep_cache, cwd=root)
-    try:
-        _wait_for(lambda: (_json(first / "summary.json") or {}).get("status") == "complete",
-                  timeout_s=120, proc=proc, what="the first run completes")
-        _wait_for(lambda: _task_rows(second / "tasks.csv") >= 1, timeout_s=120, proc=proc,
-                  what="the second run finishes a layer task")
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    terminal = Terminal(*args, cache=sweep_cache, cwd=root)
+    _wait_for(lambda: (_json(first / "summary.json") or {}).get("status") == "complete",
+              timeout_s=120, proc=terminal.proc, what="the first run completes")
+    _wait_for(lambda: _task_rows(second / "tasks.csv") >= 1, timeout_s=120, proc=terminal.proc,
+              what="the second run finishes a layer task")
+    terminal.ctrl_c()
+    code, shown = terminal.wait(timeout=60)
     state = {
-        "code": proc.returncode, "stderr": err,
+        "code": code, "stderr": shown,
         "sweep_json": _json(sweep / "sweep.json"),
         "second_summary": _json(second / "summary.json"),
         "second_profile": _json(second / "profile.json"),
@@ -89,7 +83,7 @@ def interrupted_sweep(tmp_path_factory, sweep_cache, tiny_teacher):
     return root, sweep, state
 
 
-def test_sigint_stops_the_sweep_with_130_and_marks_the_run_it_cut(interrupted_sweep):
+def test_ctrl_c_stops_the_sweep_with_130_and_marks_the_run_it_cut(interrupted_sweep):
     _, _, state = interrupted_sweep
     assert state["code"] == 130, state["stderr"]
     assert "interrupted" in state["stderr"] and "--resume --name t" in state["stderr"]
