@@ -4,10 +4,12 @@ Every run is `greenkd distill` with its defaults (VGG16 width 1/8, 4000 syntheti
 32x32 images, 6 epochs per task, 2 fine-tuning epochs) and `--cores-per-device 1`,
 so that a device is one core in both runs; the local backend then runs one
 worker process per device (also for 1 device), so T1 and T2 use the same
-machinery. The runs go side by side in one invocation: T1 first (its measured
-task times fill this benchmark's own timing store, which binpack and opt then
-plan with), the 2-worker runs, then T1 again to show drift. The load average
-before each run is printed: other work on the machine shows up there.
+machinery. The runs go side by side in one invocation, a T1 run right before
+each T2 run so that drift in the machine's load hits both (the first T1's
+measured task times fill this benchmark's own timing store, which the plans then
+use). The load average before each run is printed: other work shows up there.
+`Amdahl` is the efficiency a perfect task phase would give with T1's serial part
+(setup, assembly and fine-tuning in the parent).
 
 Then each policy's predicted makespan on 2 devices from the measured 1-core
 task times, against the lower bound max(sum/2, longest task).
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -77,32 +78,34 @@ def main() -> None:
     else:
         subprocess.run([*GREENKD, "teacher", "train", "--quiet"], env=env, check=True)
 
-    runs = [distill(1, "rr", root / "n1-a", env, extra)]
+    # T1 and T2 side by side, pair by pair, so that drift in the machine's load hits both
+    pairs = []
     for repeat in range(args.repeat):
         for sched in args.sched.split(","):
-            runs.append(distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra))
-    runs.append(distill(1, "rr", root / "n1-b", env, extra))
+            one = distill(1, "rr", root / f"n1-{sched}-{repeat}", env, extra)
+            two = distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra)
+            pairs.append((one, two))
 
-    t1 = [r for r in runs if r["n"] == 1]
-    t1_wall = statistics.mean(r["wall_s"] for r in t1)
-    t1_total = statistics.mean(r["total_s"] for r in t1)
-    t1_tasks = statistics.mean(r["tasks_s"] for r in t1)
     print()
-    print(f"{'run':<14} {'load':>5} {'wall s':>8} {'total s':>8} {'tasks s':>8} "
-          f"{'eff wall':>9} {'eff total':>9} {'eff tasks':>9}  costs")  # fmt: skip
-    for r in runs:
-        n = r["n"]
-        effs = [t1_wall / (n * r["wall_s"]), t1_total / (n * r["total_s"]),
-                t1_tasks / (n * r["tasks_s"])]  # fmt: skip
-        print(f"{r['out'].name:<14} {r['load_before']:5.2f} {r['wall_s']:8.1f} {r['total_s']:8.1f} "
-              f"{r['tasks_s']:8.1f} " + " ".join(f"{e:9.3f}" for e in effs) + f"  {r['cost_source']}")  # fmt: skip
+    print(f"{'2-worker run':<14} {'load':>9} {'T1 wall':>8} {'T2 wall':>8} {'T1 total':>9} "
+          f"{'T2 total':>9} {'T1 tasks':>9} {'T2 tasks':>9} {'eff wall':>9} {'eff total':>9} "
+          f"{'eff tasks':>9} {'Amdahl':>7}  costs")  # fmt: skip
+    for one, two in pairs:
+        effs = [one[k] / (2 * two[k]) for k in ("wall_s", "total_s", "tasks_s")]
+        serial = one["total_s"] - one["tasks_s"]
+        amdahl = one["total_s"] / (2 * serial + one["tasks_s"])  # perfect task phase, same serial
+        print(f"{two['out'].name:<14} {one['load_before']:4.2f}/{two['load_before']:4.2f} "
+              f"{one['wall_s']:8.1f} {two['wall_s']:8.1f} {one['total_s']:9.1f} {two['total_s']:9.1f} "
+              f"{one['tasks_s']:9.1f} {two['tasks_s']:9.1f} "
+              + " ".join(f"{e:9.3f}" for e in effs) + f" {amdahl:7.3f}  {two['cost_source']}")  # fmt: skip
+    first = pairs[0][0]
 
     from greenkd import schedule
 
-    costs = schedule.load_timings_file(root / "n1-a" / "tasks.csv")
+    costs = schedule.load_timings_file(first["out"] / "tasks.csv")
     bound = schedule.lower_bound(costs, 2)
     print()
-    print(f"predicted 2-device makespan on the measured 1-core task times (n1-a/tasks.csv): "
+    print(f"predicted 2-device makespan on the measured 1-core task times ({first['out'].name}): "
           f"sum {sum(c.seconds for c in costs):.1f} s, longest {max(c.seconds for c in costs):.1f} s, "
           f"bound max(sum/2, longest) = {bound:.1f} s")  # fmt: skip
     for policy in ("rr", "binpack", "ws", "opt"):
@@ -110,12 +113,12 @@ def main() -> None:
         loads = " ".join(f"{x:.1f}" for x in p.predicted_load_s)
         print(f"  {policy:<8} {p.predicted_makespan_s:7.1f} s  x{p.predicted_makespan_s / bound:.3f} "
               f"of the bound  loads {loads}")  # fmt: skip
-    for r in runs:
-        if r["n"] == 2:
-            rows = schedule.load_timings_file(r["out"] / "tasks.csv")
-            print(f"  measured {r['out'].name}: task phase {r['tasks_s']:.1f} s, "
-                  f"its own tasks sum {sum(c.seconds for c in rows):.1f} s "
-                  f"(vs {sum(c.seconds for c in costs):.1f} s on one worker)")  # fmt: skip
+    for one, two in pairs:
+        solo = sum(c.seconds for c in schedule.load_timings_file(one["out"] / "tasks.csv"))
+        both = sum(c.seconds for c in schedule.load_timings_file(two["out"] / "tasks.csv"))
+        print(f"  measured {two['out'].name}: task phase {two['tasks_s']:.1f} s = "
+              f"x{two['tasks_s'] / (solo / 2):.3f} of half the 1-worker sum; tasks sum {both:.1f} s "
+              f"on 2 workers vs {solo:.1f} s on 1 (contention: x{both / solo:.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":
