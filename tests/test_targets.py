@@ -179,3 +179,51 @@ def test_block_ends_like_the_conv_it_replaces(vgg, resnet):
     assert isinstance(linear_block.layers[-1], keras.layers.BatchNormalization)
     x = np.random.default_rng(0).normal(size=(4, *linear_target.input_shape)).astype("float32")
     assert float(np.min(linear_block(x, training=True))) < 0  # can be negative, as the conv
+
+
+def test_training_batch_norm_is_keras_batch_norm_with_a_faster_kernel():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (16, 6, 6, 5)).astype("float32")
+    plain = keras.layers.BatchNormalization(momentum=0.9)
+    fast = tg.TrainingBatchNorm(momentum=0.9)
+    plain.build(x.shape)
+    fast.build(x.shape)
+    fast.set_weights([w + 0.1 * i for i, w in enumerate(plain.get_weights())])
+    plain.set_weights(fast.get_weights())
+    for _ in range(3):  # the moving statistics follow the same updates
+        np.testing.assert_allclose(
+            fast(x, training=True), plain(x, training=True), rtol=1e-4, atol=1e-4
+        )
+    for a, b in zip(fast.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        fast(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-5
+    )
+    # a block built for training holds the same weights as the one the student gets
+    t = tg.find(models.vgg16(width=1 / 16))[3]
+    trained = tg.make_block(t, "a", seed=1, for_training=True)
+    saved = tg.make_block(t, "a", seed=1)
+    assert [w.shape for w in trained.get_weights()] == [w.shape for w in saved.get_weights()]
+    assert any(isinstance(layer, tg.TrainingBatchNorm) for layer in trained.layers)
+    assert not any(isinstance(layer, tg.TrainingBatchNorm) for layer in saved.layers)
+
+
+@pytest.mark.parametrize("name", ["resnet", "branchy"])
+def test_branch_model_gives_each_spliced_model_output(name, resnet):
+    """Evaluating all blocks at once (one trunk, one suffix per block) = splicing each alone."""
+    from greenkd.distill.assemble import branches
+
+    model = {"resnet": resnet, "branchy": branchy_model()}[name]
+    found = tg.find(model)
+    picked = [found[0], found[len(found) // 2], found[-1]]
+    blocks = {
+        t.name: tg.make_block(t, "a", layer=model.get_layer(t.name), seed=t.index) for t in picked
+    }
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    together = branches(model, blocks)(x, training=False)
+    assert len(together) == len(picked)
+    for t, out in zip(picked, together, strict=True):
+        alone = splice(model, {t.name: blocks[t.name]}, share=True)(x, training=False)
+        np.testing.assert_allclose(out, alone, rtol=1e-5, atol=1e-6)
+    reference = model(x, training=False)
+    assert not np.allclose(together[0], reference)  # each branch really holds its block

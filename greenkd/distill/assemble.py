@@ -48,6 +48,43 @@ def splice(
     return model
 
 
+def branches(teacher: keras.Model, replacements: Mapping[str, keras.layers.Layer]) -> keras.Model:
+    """One model whose i-th output is the teacher's output with the i-th named layer replaced.
+
+    Every branch shares the teacher's own tensors up to its layer and re-runs
+    only what lies downstream of it, so evaluating all blocks of a fused group
+    costs one trunk pass plus the suffixes, not one whole spliced model each.
+    The teacher's layers are shared, never trained here.
+    """
+    teacher = flatten(teacher)
+    nodes = [
+        node
+        for depth in sorted(teacher._nodes_by_depth, reverse=True)
+        for node in teacher._nodes_by_depth[depth]
+    ]
+    outputs = []
+    for name, replacement in replacements.items():
+        layer = teacher.get_layer(name)
+        moved: dict[int, object] = {}  # id(teacher tensor) -> its value in this branch
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            if node.operation is layer:
+                moved[id(node.outputs[0])] = replacement(node.input_tensors[0])
+                continue
+            if not any(id(t) in moved for t in node.input_tensors):
+                continue  # upstream of the layer or beside it: the teacher's own tensor
+            args, kwargs = node.arguments.fill_in(
+                {id(t): moved.get(id(t), t) for t in node.input_tensors}
+            )
+            for old, new in zip(
+                node.outputs, keras.tree.flatten(node.operation(*args, **kwargs)), strict=True
+            ):
+                moved[id(old)] = new
+        outputs.append(moved.get(id(teacher.outputs[0]), teacher.outputs[0]))
+    return keras.Model(model_inputs(teacher), outputs, name=f"{teacher.name}_branches")
+
+
 def accepted(accuracy: float, teacher_accuracy: float, cfg: RunConfig) -> bool:
     """A block is kept when its spliced top-1 meets the threshold (paper Algorithm 1, line 13)."""
     ok = True
@@ -99,3 +136,8 @@ def compile_for_finetune(student: keras.Model, cfg: RunConfig, steps_per_epoch: 
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+
+
+def model_inputs(model: keras.Model):
+    """A model's input tensor, or its list when it has several (as Keras expects them back)."""
+    return model.inputs if len(model.inputs) > 1 else model.inputs[0]

@@ -26,7 +26,7 @@ import numpy as np
 
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
-from greenkd.distill.assemble import splice
+from greenkd.distill.assemble import branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.tfsetup import keras
 
@@ -93,7 +93,7 @@ def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
     outputs = []
     for name in names:
         outputs += list(layer_io(teacher, teacher.get_layer(name)))
-    model = keras.Model(teacher.inputs, outputs, name="pairs")
+    model = keras.Model(model_inputs(teacher), outputs, name="pairs")
     model.trainable = False
     return model
 
@@ -109,12 +109,25 @@ def evaluate_accuracy(model: keras.Model, val) -> float:
     return _accuracy(model, val)
 
 
+def branch_accuracies(model: keras.Model, val) -> list[float]:
+    """Top-1 of each output of `model` on a batched (images, labels) dataset."""
+    correct, seen = None, 0
+    for images, labels in val:
+        outputs = model.predict_on_batch(images)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        labels = np.asarray(labels)
+        hits = np.array([(np.argmax(o, axis=-1) == labels).sum() for o in outputs])
+        correct = hits if correct is None else correct + hits
+        seen += len(labels)
+    return [float(c) / seen for c in correct]
+
+
 class _EvalCallback(keras.callbacks.Callback):
     """Every `every` epochs (and after the last) splice each block in and keep its best weights."""
 
-    def __init__(self, names, blocks, eval_models, val, every, epochs, progress):
+    def __init__(self, names, blocks, spliced, val, every, epochs, progress):
         super().__init__()
-        self.names, self.blocks, self.eval_models = names, blocks, eval_models
+        self.names, self.blocks, self.spliced = names, blocks, spliced
         self.val, self.every, self.epochs, self.progress = val, every, epochs, progress
         self.best = [(-1.0, 0, [w.copy() for w in b.get_weights()]) for b in blocks]
         self.history = [dict() for _ in blocks]
@@ -127,8 +140,8 @@ class _EvalCallback(keras.callbacks.Callback):
             self.mse[i].append(float(logs[f"mse_{i}"]))
         if done % self.every == 0 or done == self.epochs:
             started = time.perf_counter()
-            for i, (block, model) in enumerate(zip(self.blocks, self.eval_models, strict=True)):
-                acc = _accuracy(model, self.val)
+            accuracies = branch_accuracies(self.spliced, self.val)
+            for i, (block, acc) in enumerate(zip(self.blocks, accuracies, strict=True)):
                 self.history[i][done] = acc
                 if acc > self.best[i][0]:
                     self.best[i] = (acc, done, [w.copy() for w in block.get_weights()])
@@ -293,7 +306,13 @@ def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, 
     for target in targets:
         layer = teacher.get_layer(target.name)
         blocks.append(
-            make_block(target, cfg.block, layer=layer, seed=(cfg.seed + target.seed_offset) % 2**31)
+            make_block(
+                target,
+                cfg.block,
+                layer=layer,
+                for_training=True,
+                seed=(cfg.seed + target.seed_offset) % 2**31,
+            )
         )
     pairs = pair_model(teacher, [t.name for t in targets])
     trainer = _BlockTrainer(pairs, blocks)
@@ -303,14 +322,12 @@ def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, 
         cfg.lr, decay_steps=steps * cfg.epochs, decay_rate=cfg.lr_end_factor
     )
     trainer.compile(optimizer=keras.optimizers.RMSprop(lr))
-    eval_models = [
-        splice(teacher, {t.name: b}, share=True) for t, b in zip(targets, blocks, strict=True)
-    ]
-    for model in eval_models:
-        model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
+    # one model, one output per block: the teacher's trunk runs once per batch
+    # and each block's path only from its layer on
+    spliced = branches(teacher, {t.name: b for t, b in zip(targets, blocks, strict=True)})
     mse_start = _match_output_scale(blocks, pairs, train, targets, cfg)
     callback = _EvalCallback(
-        [t.name for t in targets], blocks, eval_models, val, cfg.eval_every, cfg.epochs, progress
+        [t.name for t in targets], blocks, spliced, val, cfg.eval_every, cfg.epochs, progress
     )
     t1 = time.perf_counter()
     trainer.fit(
