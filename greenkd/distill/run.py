@@ -27,6 +27,7 @@ from greenkd.distill.train import TaskResult, evaluate_accuracy, train_tasks
 from greenkd.errors import GreenkdError
 from greenkd.rundir import RunDir
 from greenkd.schedule import Plan
+from greenkd.tfsetup import keras
 
 
 class Reporter(Protocol):
@@ -259,7 +260,9 @@ def distill(
         if keep and cfg.finetune_epochs > 0:
             after = finetune(student, setup, cfg, val)
         seconds["finetune"] = time.perf_counter() - t_ft
-        student.save(run.student_keras)
+        # an uncompiled view of the student: the file holds no optimizer state
+        # that would not match the optimizer a user compiles it with
+        keras.Model(student.input, student.output, name=student.name).save(run.student_keras)
         seconds["total"] = time.perf_counter() - clock
         summary.update(
             status="complete",
