@@ -169,7 +169,7 @@ def distill_command(
     cfg = config_from_flags(ctx, dict(ctx.params), config)
     from rich.console import Console
 
-    from greenkd.executors import mpi, preflight
+    from greenkd.executors import mpi, preflight, select
     from greenkd.progress import RichReporter, summary_table
 
     console = Console(stderr=False, quiet=quiet)
@@ -181,7 +181,10 @@ def distill_command(
             raise typer.Exit(1) from None
         return
     if cfg.backend != "mpi":
-        preflight(cfg)  # bad settings fail before TensorFlow loads
+        # bad settings fail before TensorFlow loads, and local workers start loading
+        # TensorFlow, data and teacher now, beside this process
+        devices = preflight(cfg)
+        executor = select(cfg, devices)
     from greenkd.distill.run import distill
 
     reporter = RichReporter(console)
@@ -191,7 +194,7 @@ def distill_command(
             if summary is None:  # ranks other than 0 report nothing
                 return
         else:
-            summary = distill(cfg, reporter=reporter)
+            summary = distill(cfg, reporter=reporter, executor=executor, devices=devices)
     finally:
         reporter.close()
     console.print(summary_table(summary))

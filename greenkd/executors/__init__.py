@@ -23,16 +23,17 @@ if TYPE_CHECKING:
     from greenkd.distill.run import Executor
 
 
-def preflight(cfg: RunConfig) -> None:
-    """Raise GreenkdError for settings that cannot run, before data, teacher or TensorFlow load."""
+def preflight(cfg: RunConfig) -> list[Device]:
+    """The run's devices; GreenkdError for settings that cannot run, before anything loads."""
     from greenkd.distill.costs import check_timings_file
 
     check_timings_file(cfg)
-    run_devices(cfg)
+    devices = run_devices(cfg)
     if cfg.backend == "mpi":
         from greenkd.executors.mpi import check
 
         check(cfg)
+    return devices
 
 
 def select(cfg: RunConfig, devices: list[Device]) -> Executor:

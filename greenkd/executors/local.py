@@ -55,11 +55,11 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def start(self, cfg: RunConfig) -> None:
-        self.conn.send(("start", cfg))
+    def start(self) -> None:
+        self.conn.send(("start",))
 
     @classmethod
-    def spawn(cls, device: Device) -> _Worker:
+    def spawn(cls, device: Device, cfg: RunConfig) -> _Worker:
         ours, theirs = socket.socketpair()
         env = {**os.environ, **device.env()}
         process = subprocess.Popen(
@@ -69,7 +69,8 @@ class _Worker:
         )
         theirs.close()
         worker = cls(device, process, Connection(ours.detach()), os.pidfd_open(process.pid))
-        worker.conn.send(("bind", device))  # it binds and loads TensorFlow while we go on
+        # it binds, loads TensorFlow (and a cached teacher and the data) while we go on
+        worker.conn.send(("bind", device, cfg))
         return worker
 
 
@@ -92,7 +93,7 @@ class LocalExecutor:
         self.lost_workers: list[dict[str, Any]] = []
         # Given the devices, the workers start now: binding and importing TensorFlow
         # overlap this process's own set-up (data, teacher, targets, plan).
-        self._early = [_Worker.spawn(d) for d in devices] if devices else []
+        self._early = [_Worker.spawn(d, cfg) for d in devices] if devices else []
 
     def __del__(self) -> None:
         for worker in getattr(self, "_early", []):  # started but never used (the run failed first)
@@ -114,9 +115,9 @@ class LocalExecutor:
             early = []
         finished = False
         try:
-            workers.extend(early or [_Worker.spawn(device) for device in devices])
+            workers.extend(early or [_Worker.spawn(device, self.cfg) for device in devices])
             for worker in workers:
-                worker.start(self.cfg)
+                worker.start()
             yield from self._dispatch(setup, workers, reporter)
             finished = True
         finally:

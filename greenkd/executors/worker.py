@@ -4,7 +4,11 @@ A fresh interpreter that imports only what it needs, so it can bind itself to
 its device before TensorFlow is imported, whatever the parent's main module
 imports. It talks to the parent over the socket FD (pickled messages):
 
-parent -> worker: ("bind", Device), ("start", RunConfig), then ("run", [task names]) ... ("stop",)
+parent -> worker: ("bind", Device, RunConfig), ("start",), then ("run", [task names]) ... ("stop",)
+
+The worker binds and loads TensorFlow on "bind", and if the teacher is already
+cached also its data and teacher, while the parent prepares; "start" says the
+parent's teacher is cached (it may have trained it meanwhile).
 worker -> parent: ("ready", pid, host), ("epoch", task, epoch, mse), ("result", TaskResult),
                   ("error", one line)
 """
@@ -34,7 +38,7 @@ class _PipeProgress:
 def serve(conn: Connection) -> None:
     """Bind to the device the parent names, load teacher and data once, train what is sent."""
     try:
-        kind, device = conn.recv()
+        kind, device, cfg = conn.recv()
     except (EOFError, ConnectionResetError, KeyboardInterrupt):
         return
     if kind != "bind":
@@ -44,8 +48,10 @@ def serve(conn: Connection) -> None:
         configure_tensorflow(device)
         from greenkd.distill.run import prepare, run_inline
 
-        kind, cfg = conn.recv()  # the parent has its teacher cached by now
-        setup = prepare(cfg, train_teacher=False)
+        setup = _prepare_if_cached(cfg)
+        conn.recv()  # "start": the parent has its teacher cached by now
+        if setup is None:
+            setup = prepare(cfg, train_teacher=False)
         conn.send(("ready", os.getpid(), socket.gethostname()))
         progress = _PipeProgress(conn)
         while True:
@@ -61,6 +67,22 @@ def serve(conn: Connection) -> None:
     except BaseException as exc:
         traceback.print_exc(file=sys.stderr)
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _prepare_if_cached(cfg):
+    """Data and teacher now if the teacher is on disk, else None (the parent is training it)."""
+    from greenkd import models
+    from greenkd.distill.run import prepare
+
+    if cfg.model in models.ZOO:
+        path = models.teacher_path(cfg)
+        # the parent writes the model, then its .json: both there means the model is whole
+        if not (path.is_file() and path.with_suffix(".json").is_file()):
+            return None
+    try:
+        return prepare(cfg, train_teacher=False)
+    except GreenkdError:
+        return None  # the same error, if it is one, comes again after "start", to be reported
 
 
 def main() -> None:
