@@ -493,3 +493,27 @@ def pipeline(
         deterministic=True,
     )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(thread_options(threads))
+
+
+def training_batches(
+    source: Source, cfg, preprocess_mode: str, *, seed_offset: int = 0, labels: bool = True
+) -> tf.data.Dataset:
+    """A run's endless training stream: its batch size, augmentation, threads and seed."""
+    return pipeline(
+        source,
+        "train",
+        batch_size=cfg.batch_size,
+        preprocess_mode=preprocess_mode,
+        threads=cfg.data_threads,
+        augment=cfg.augment,
+        seed=cfg.seed + seed_offset,
+        repeat=True,
+        labels=labels,
+    )
+
+
+def validation_batches(source: Source, cfg, preprocess_mode: str) -> tf.data.Dataset:
+    """The validation split in batches of 256, for top-1 measurements."""
+    return pipeline(
+        source, "val", batch_size=256, preprocess_mode=preprocess_mode, threads=cfg.data_threads
+    )

@@ -189,19 +189,8 @@ def train_teacher(
     )
     mode = preprocess_mode(cfg)
     steps = source.steps("train", cfg.batch_size)
-    train = data_mod.pipeline(
-        source,
-        "train",
-        batch_size=cfg.batch_size,
-        preprocess_mode=mode,
-        threads=cfg.data_threads,
-        augment=cfg.augment,
-        seed=cfg.seed,
-        repeat=True,
-    )
-    val = data_mod.pipeline(
-        source, "val", batch_size=256, preprocess_mode=mode, threads=cfg.data_threads
-    )
+    train = data_mod.training_batches(source, cfg, mode)
+    val = data_mod.validation_batches(source, cfg, mode)
     schedule = keras.optimizers.schedules.CosineDecay(
         2e-3, decay_steps=steps * cfg.teacher_epochs, warmup_target=None
     )

@@ -161,27 +161,11 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
 
     cfg = setup.cfg
     teacher = setup.teacher.model
-    train = data_mod.pipeline(
-        setup.source,
-        "train",
-        batch_size=cfg.batch_size,
-        preprocess_mode=setup.preprocess_mode,
-        threads=cfg.data_threads,
-        augment=cfg.augment,
-        seed=cfg.seed,
-        repeat=True,
-        labels=False,
-    )
+    train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, labels=False)
     images = next(iter(train))
     total_steps = cfg.epochs * setup.source.steps("train", cfg.batch_size)
     evals = len({e for e in range(1, cfg.epochs + 1) if e % cfg.eval_every == 0 or e == cfg.epochs})
-    val_batch = next(
-        iter(
-            data_mod.pipeline(
-                setup.source, "val", batch_size=256, preprocess_mode=setup.preprocess_mode
-            )
-        )
-    )[0]
+    val_batch = next(iter(data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)))[0]
     forward = tf.function(lambda x: teacher(x, training=False))
     forward(val_batch)
     started = time.perf_counter()

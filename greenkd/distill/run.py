@@ -79,9 +79,7 @@ def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
     _check_compatible(teacher.model, source, cfg)
     targets = require_targets(find(teacher.model), cfg.model)
     if teacher.accuracy != teacher.accuracy:  # NaN: a user's model with no recorded accuracy
-        val = data_mod.pipeline(
-            source, "val", batch_size=256, preprocess_mode=mode, threads=cfg.data_threads
-        )
+        val = data_mod.validation_batches(source, cfg, mode)
         accuracy = evaluate_accuracy(teacher.model, val)
         teacher = models.Teacher(teacher.model, accuracy, teacher.path, False, teacher.seconds)
     return Setup(cfg, source, teacher, targets, mode)
@@ -244,13 +242,7 @@ def distill(
             if asm.accepted(r.accuracy, teacher.accuracy, cfg)
         }
         student = asm.assemble(teacher.model, setup.targets, keep, cfg.block)
-        val = data_mod.pipeline(
-            setup.source,
-            "val",
-            batch_size=256,
-            preprocess_mode=setup.preprocess_mode,
-            threads=cfg.data_threads,
-        )
+        val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
         before = evaluate_accuracy(student, val) if keep else teacher.accuracy
         seconds["assemble"] = time.perf_counter() - t_asm
 
@@ -294,16 +286,7 @@ def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     if cfg.freeze_1x1:
         asm.freeze_for_finetune(student)
     steps = setup.source.steps("train", cfg.batch_size)
-    train = data_mod.pipeline(
-        setup.source,
-        "train",
-        batch_size=cfg.batch_size,
-        preprocess_mode=setup.preprocess_mode,
-        threads=cfg.data_threads,
-        augment=cfg.augment,
-        seed=cfg.seed + 1,
-        repeat=True,
-    )
+    train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
     asm.compile_for_finetune(student, cfg, steps)
     student.fit(train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
     return evaluate_accuracy(student, val)

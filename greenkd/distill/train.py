@@ -212,37 +212,17 @@ def train_tasks(
     preprocess_mode: str = "none",
 ) -> Iterator[TaskResult]:
     """A worker's list of tasks: fused in one pass when `cfg.fuse`, else one after another."""
-    val = validation(source, cfg, preprocess_mode)
-    if cfg.fuse and len(targets) > 1:
-        yield from train_group(
-            teacher,
-            targets,
-            cfg,
-            source,
-            device=device,
-            progress=progress,
-            preprocess_mode=preprocess_mode,
-            val=val,
-        )
-        return
-    for target in targets:
-        yield train_task(
-            teacher,
-            target,
-            cfg,
-            source,
-            device=device,
-            progress=progress,
-            preprocess_mode=preprocess_mode,
-            val=val,
-        )
-
-
-def validation(source: data_mod.Source, cfg: RunConfig, preprocess_mode: str):
-    """The batched validation split every evaluation in a worker shares."""
-    return data_mod.pipeline(
-        source, "val", batch_size=256, preprocess_mode=preprocess_mode, threads=cfg.data_threads
+    kw = dict(
+        device=device,
+        progress=progress,
+        preprocess_mode=preprocess_mode,
+        val=data_mod.validation_batches(source, cfg, preprocess_mode),
     )
+    if cfg.fuse and len(targets) > 1:
+        yield from train_group(teacher, targets, cfg, source, **kw)
+    else:
+        for target in targets:
+            yield train_task(teacher, target, cfg, source, **kw)
 
 
 def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) -> list[float]:
@@ -286,22 +266,12 @@ def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, 
     t0 = time.perf_counter()
     teacher = flatten(teacher)
     if val is None:
-        val = validation(source, cfg, preprocess_mode)
+        val = data_mod.validation_batches(source, cfg, preprocess_mode)
     # The data order depends on the run seed only, never on the layer or the
     # schedule: reset the global seed before building the pipeline.
     keras.utils.set_random_seed(cfg.seed)
     steps = source.steps("train", cfg.batch_size)
-    train = data_mod.pipeline(
-        source,
-        "train",
-        batch_size=cfg.batch_size,
-        preprocess_mode=preprocess_mode,
-        threads=cfg.data_threads,
-        augment=cfg.augment,
-        seed=cfg.seed,
-        repeat=True,
-        labels=False,
-    )
+    train = data_mod.training_batches(source, cfg, preprocess_mode, labels=False)
     blocks = []
     for target in targets:
         layer = teacher.get_layer(target.name)
