@@ -138,7 +138,9 @@ def distill_command(
     sched: str = typer.Option(_D.sched, help="rr, binpack, ws or opt."),
     backend: str = typer.Option(_D.backend, help="local, mpi or dask."),
     fuse: bool = typer.Option(
-        _D.fuse, help="One teacher pass per batch for all of a worker's tasks."
+        _D.fuse,
+        help="One teacher pass per batch for all of a worker's tasks (same blocks, faster); "
+        "--no-fuse: the paper's independent tasks.",
     ),
     data_threads: str = typer.Option(
         "autotune", help="tf.data threads: autotune, or N parallel calls with intra-op 1."
@@ -195,6 +197,11 @@ def distill_command(
                 return
         else:
             summary = distill(cfg, reporter=reporter, executor=executor, devices=devices)
+    except KeyboardInterrupt:
+        reporter.close()
+        typer.echo(f"greenkd: interrupted; finished tasks and summary.json (partial) are in "
+                   f"{cfg.out}", err=True)
+        raise typer.Exit(130) from None
     finally:
         reporter.close()
     console.print(summary_table(summary))

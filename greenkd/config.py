@@ -94,7 +94,7 @@ class RunConfig:
     gpus: int = 1  # devices: GPUs where there are GPUs, else CPU core sets
     sched: str = "rr"
     backend: str = "local"
-    fuse: bool = False
+    fuse: bool = True  # one teacher pass per batch for all of a worker's tasks; False = the paper's
     data_threads: DataThreads = field(default_factory=DataThreads)
     timings: str | None = None
     allow_oversubscribe: bool = False

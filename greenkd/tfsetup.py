@@ -43,4 +43,12 @@ if "tensorflow" not in sys.modules:
 import keras  # noqa: E402  (after the quiet TensorFlow import above)
 import tensorflow as tf  # noqa: E402
 
+if os.environ.get("GREENKD_TF_VERBOSE") != "1":
+    # tf.function's "N of the last M calls triggered retracing" fires when a
+    # validation split ends in a smaller batch; harmless, and greenkd traces
+    # each task's functions on purpose
+    import logging
+
+    tf.get_logger().setLevel(logging.ERROR)
+
 __all__ = ["keras", "tf"]

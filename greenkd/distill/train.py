@@ -111,15 +111,10 @@ def evaluate_accuracy(model: keras.Model, val) -> float:
 
 def branch_accuracies(model: keras.Model, val) -> list[float]:
     """Top-1 of each output of `model` on a batched (images, labels) dataset."""
-    correct, seen = None, 0
-    for images, labels in val:
-        outputs = model.predict_on_batch(images)
-        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
-        labels = np.asarray(labels)
-        hits = np.array([(np.argmax(o, axis=-1) == labels).sum() for o in outputs])
-        correct = hits if correct is None else correct + hits
-        seen += len(labels)
-    return [float(c) / seen for c in correct]
+    labels = np.concatenate([np.asarray(y) for _, y in val])
+    outputs = model.predict(val.map(lambda x, y: x), verbose=0)
+    outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+    return [float(np.mean(np.argmax(o, axis=-1) == labels)) for o in outputs]
 
 
 class _EvalCallback(keras.callbacks.Callback):
