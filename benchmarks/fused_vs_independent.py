@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +44,13 @@ def distill(out: Path, args: argparse.Namespace, fuse: bool) -> dict:
     ]
     if args.n_train:
         cmd += ["--n-train", str(args.n_train)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.loads((out / "summary.json").read_text())
+    # CPU seconds of the whole run (all its threads): less sensitive than wall time
+    # to other work on a shared machine
+    summary["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rows = list(csv.DictReader((out / "tasks.csv").open()))
     summary["per_layer"] = {r["task"]: float(r["accuracy"]) for r in rows}
     return summary
@@ -89,10 +95,13 @@ def main() -> None:
         f"VGG16 width {args.width}, n_train {args.n_train or 'default'}, {args.epochs} epochs "
         f"per layer, {args.rounds} round(s), load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'':12}{'independent s':>15}{'fused s':>10}{'fused/indep':>13}")
+    print(f"{'seconds':12}{'independent':>15}{'fused':>10}{'fused/indep':>13}")
     for key in ("tasks", "total"):
         ind, fus = med(False, key), med(True, key)
-        print(f"{key:12}{ind:15.1f}{fus:10.1f}{fus / ind:13.3f}")
+        print(f"{key + ' wall':12}{ind:15.1f}{fus:10.1f}{fus / ind:13.3f}")
+    ind = statistics.median(s["cpu_s"] for s in times[False])
+    fus = statistics.median(s["cpu_s"] for s in times[True])
+    print(f"{'total CPU':12}{ind:15.1f}{fus:10.1f}{fus / ind:13.3f}")
     print(f"largest per-layer top-1 gap between modes: {gap:.4f}")
     print(
         f"student top-1: independent {times[False][0]['student_accuracy']:.4f}, "
