@@ -12,7 +12,10 @@ use). The load average before each run is printed: other work shows up there.
 (setup, assembly and fine-tuning in the parent).
 
 Then each policy's predicted makespan on 2 devices from the measured 1-core
-task times, against the lower bound max(sum/2, longest task).
+task times, against the lower bound max(sum/2, longest task). Fused runs (the
+default) have no per-task times (one pass trains a worker's whole list), so for
+them it prints each worker's busy time instead; `--distill-args=--no-fuse` times
+the paper's one-task-at-a-time mode.
 
     python benchmarks/parallel_workers.py [--sched ws,binpack,rr] [--out DIR] [--repeat 1]
 """
@@ -49,6 +52,7 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
         "tasks_s": summary["seconds"]["tasks"],
         "cost_source": summary["plan"]["cost_source"],
         "predicted_s": summary["plan"]["predicted_makespan_s"],
+        "fused": bool(summary["plan"].get("fused")),
         "load_before": load,
         "out": out,
     }
@@ -101,6 +105,19 @@ def main() -> None:
     first = pairs[0][0]
 
     from greenkd import schedule
+
+    if first["fused"]:
+        # a fused run's tasks.csv splits each pass evenly among its tasks: no per-task times
+        # to predict with, only each worker's busy time
+        print()
+        for one, two in pairs:
+            solo = sum(c.seconds for c in schedule.load_timings_file(one["out"] / "tasks.csv"))
+            both = sum(c.seconds for c in schedule.load_timings_file(two["out"] / "tasks.csv"))
+            print(f"  fused {two['out'].name} ({'fused' if two['fused'] else 'one task at a time'}"
+                  f"): busy {both:.1f} s on 2 workers vs {solo:.1f} s on 1 (x{both / solo:.3f}; "
+                  f"each worker runs the teacher up to its own deepest layer); predicted "
+                  f"makespan {two['predicted_s']:.1f} s ({two['cost_source']} costs)")  # fmt: skip
+        return
 
     costs = schedule.load_timings_file(first["out"] / "tasks.csv")
     bound = schedule.lower_bound(costs, 2)

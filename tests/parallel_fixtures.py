@@ -77,6 +77,8 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
     """Two 1-core CPU devices, 8 short epochs per task, no fine-tuning: seconds per task.
 
     The blocks learn enough that some pass the 5-point threshold and some do not.
+    Tasks run one at a time (`fuse=False`), so each has its own interval and
+    worker; the fused tests say `fuse=True`.
     """
     values = {
         "model": str(teacher),
@@ -91,6 +93,7 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
         "gpus": 2,
         "cores_per_device": 1,
         "out": str(out),
+        "fuse": False,
     }
     values.update(changes)
     return RunConfig(**values)

@@ -65,6 +65,14 @@ def mpi_binpack(small_teacher, parallel_root, tmp_path_factory) -> tuple[Path, o
     return tmp / "run", done
 
 
+@pytest.fixture(scope="module")
+def local_binpack_fused(small_teacher, parallel_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fused") / "run"
+    cfg = tiny_config(small_teacher, out, sched="binpack", fuse=True)
+    _distill_in_process(cfg, parallel_root)
+    return out
+
+
 def _by_device(rows) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: float(r["start"])):
@@ -178,3 +186,34 @@ def test_block_weights_do_not_depend_on_other_threads_drawing_from_python_random
             np.testing.assert_array_equal(a, b)
     other = make_block(target, seed=8).get_weights()
     assert not np.array_equal(blocks[0][0], other[0])
+
+
+def test_fused_workers_train_their_lists_in_one_pass_with_the_blocks_of_independent_runs(
+    local_binpack_fused, local_rr
+):
+    rows = read_tasks(local_binpack_fused)
+    summary = json.loads((local_binpack_fused / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["n_targets"] == 5
+    plan = json.loads((local_binpack_fused / "plan.json").read_text())
+    assert plan["policy"] == "binpack" and plan["fused"]
+    devices = _by_device(rows)
+    assert sorted(devices) == ["cpuset0", "cpuset1"]
+    for d, names in enumerate(plan["assignment"]):
+        group = devices[f"cpuset{d}"]
+        assert {r["task"] for r in group} == set(names)
+        assert len({r["pid"] for r in group}) == 1  # one worker process per device
+        if len(names) > 1:  # one pass for the whole list: one group, one interval
+            assert {r["fused_group"] for r in group} == {",".join(names)}
+            assert len({(r["start"], r["end"]) for r in group}) == 1
+    assert devices["cpuset0"][0]["pid"] != devices["cpuset1"][0]["pid"]
+    # the same blocks as one task at a time (tests/test_train.py: within float noise)
+    independent = {r["task"]: r for r in read_tasks(local_rr)}
+    for row in rows:
+        name = row["task"]
+        for a, b in zip(
+            RunDir(local_rr).load_block(name),
+            RunDir(local_binpack_fused).load_block(name),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=name)
+        assert abs(float(row["accuracy"]) - float(independent[name]["accuracy"])) <= 2 / 128

@@ -69,8 +69,9 @@ def _check_rerun_elsewhere(summary: dict, out, killed: dict) -> None:
             assert float(row["end"]) < killed["ts"]
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["independent", "fused"])
 def test_local_worker_killed_mid_task_has_its_tasks_rerun_on_the_other_worker(
-    small_teacher, parallel_root, tmp_path, monkeypatch
+    small_teacher, parallel_root, tmp_path, monkeypatch, fuse
 ):
     from greenkd.distill.run import distill
 
@@ -79,7 +80,8 @@ def test_local_worker_killed_mid_task_has_its_tasks_rerun_on_the_other_worker(
     out = tmp_path / "run"
     on_epoch, killed = _kill_device_1_worker_mid_task(out)
     reporter = RecordingReporter(on_epoch)
-    summary = distill(tiny_config(small_teacher, out, sched="binpack"), reporter=reporter)
+    cfg = tiny_config(small_teacher, out, sched="binpack", fuse=fuse)
+    summary = distill(cfg, reporter=reporter)
     _check_rerun_elsewhere(summary, out, killed)
     [lost] = summary["lost_workers"]
     assert lost["reason"] == "killed by SIGKILL"
@@ -91,8 +93,9 @@ def test_local_worker_killed_mid_task_has_its_tasks_rerun_on_the_other_worker(
     assert not left, "worker processes left behind"
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["independent", "fused"])
 def test_dask_worker_killed_mid_task_has_its_task_rerun_elsewhere(
-    small_teacher, parallel_root, tmp_path, monkeypatch
+    small_teacher, parallel_root, tmp_path, monkeypatch, fuse
 ):
     from greenkd.distill.run import distill
 
@@ -100,7 +103,7 @@ def test_dask_worker_killed_mid_task_has_its_task_rerun_elsewhere(
         monkeypatch.setenv(key, value)
     out = tmp_path / "run"
     on_epoch, killed = _kill_device_1_worker_mid_task(out)
-    cfg = tiny_config(small_teacher, out, sched="rr", backend="dask")
+    cfg = tiny_config(small_teacher, out, sched="rr", backend="dask", fuse=fuse)
     summary = distill(cfg, reporter=RecordingReporter(on_epoch))
     _check_rerun_elsewhere(summary, out, killed)
 

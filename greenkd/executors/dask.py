@@ -106,6 +106,7 @@ class DaskExecutor:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.lost_workers: list[dict[str, Any]] = []
+        self._names: dict[str, list[str]] = {}  # Dask key -> the layer tasks it trains
 
     def __call__(
         self, setup: Setup, devices: list[Device], reporter: Reporter
@@ -194,6 +195,7 @@ class DaskExecutor:
                     )
                     for k, job in enumerate(jobs):
                         key = f"{job[0]}-{token}" if len(job) == 1 else f"fused{d}-{token}"
+                        self._names[key] = list(job)
                         futures.append(
                             client.submit(
                                 run_job,
@@ -210,6 +212,7 @@ class DaskExecutor:
             else:
                 order = list(plan.queue_order)
                 for k, name in enumerate(order):
+                    self._names[f"{name}-{token}"] = [name]
                     futures.append(
                         client.submit(
                             run_job,
@@ -235,7 +238,8 @@ class DaskExecutor:
                         raise
                     except Exception as exc:  # the task's own error, or Dask's KilledWorker
                         raise GreenkdError(
-                            f"dask task {_layer(future.key)} failed: {type(exc).__name__}: {exc}"
+                            f"dask task {', '.join(self._tasks(future.key))} failed: "
+                            f"{type(exc).__name__}: {exc}"
                         ) from None
                     yield from results
         finally:
@@ -244,6 +248,10 @@ class DaskExecutor:
                 with contextlib.suppress(Exception):  # the client may already be closing
                     client.unsubscribe_topic(topic)
             client.cancel(futures)
+
+    def _tasks(self, key) -> list[str]:
+        """The layer tasks of a Dask key (a fused key trains several)."""
+        return self._names.get(str(key), [_layer(str(key))])
 
     def _drain(self, events: queue.Queue, reporter: Reporter, label_of, pids) -> None:
         """Progress to the reporter; unexpected worker removals to lost_workers."""
@@ -256,7 +264,7 @@ class DaskExecutor:
                 reporter.epoch(msg["task"], msg["epoch"], msg["mse"])
             elif msg.get("action") == "remove-worker" and not msg.get("expected", True):
                 address = msg.get("worker", "")
-                tasks = sorted(_layer(str(k)) for k in msg.get("processing-tasks", []))
+                tasks = sorted(n for k in msg.get("processing-tasks", []) for n in self._tasks(k))
                 reason = "lost (the process died or stopped answering)"
                 label = label_of.get(address, address)
                 self.lost_workers.append(
