@@ -1,6 +1,6 @@
 """Every greenkd benchmark, one after another, with one command.
 
-    python benchmarks/run_all.py             # all of them (about 25 minutes on 2 cores)
+    python benchmarks/run_all.py             # all of them (about 40 minutes on 2 cores)
     python benchmarks/run_all.py --only fused,schedules
 
 Each benchmark measures its own ratios side by side within its run (see its
@@ -35,14 +35,18 @@ BENCHMARKS = {
             "--n-train",
             "2000",
             "--epochs",
-            "2",
+            "4",
             "--finetune-epochs",
             "1",
         ],
     ),
     "workers": (
-        "1 vs 2 CPU workers on the default run, and predicted makespans",
-        ["parallel_workers.py"],
+        "1 vs 2 CPU workers on the default (fused) run",
+        ["parallel_workers.py", "--sched", "binpack,opt"],
+    ),
+    "workers-independent": (
+        "1 vs 2 CPU workers, one task at a time (--no-fuse), and predicted makespans",
+        ["parallel_workers.py", "--sched", "ws,binpack,rr", "--distill-args=--no-fuse"],
     ),
     "schedules": (
         "rr, binpack, ws, opt predicted makespans vs bound and optimum",
