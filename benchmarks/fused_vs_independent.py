@@ -53,6 +53,10 @@ def distill(out: Path, args: argparse.Namespace, fuse: bool) -> dict:
     summary["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rows = list(csv.DictReader((out / "tasks.csv").open()))
     summary["per_layer"] = {r["task"]: float(r["accuracy"]) for r in rows}
+    # inside the task phase: block set-up and tracing, training steps, validation
+    # (each row of a fused pass holds its even share, so the sums are the pass's)
+    for phase in ("setup", "train", "eval"):
+        summary["seconds"][f"task {phase}"] = sum(float(r[f"seconds_{phase}"]) for r in rows)
     return summary
 
 
@@ -95,13 +99,13 @@ def main() -> None:
         f"VGG16 width {args.width}, n_train {args.n_train or 'default'}, {args.epochs} epochs "
         f"per layer, {args.rounds} round(s), load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'seconds':12}{'independent':>15}{'fused':>10}{'fused/indep':>13}")
-    for key in ("tasks", "total"):
+    print(f"{'seconds':16}{'independent':>11}{'fused':>10}{'fused/indep':>13}")
+    for key in ("tasks", "task setup", "task train", "task eval", "total"):
         ind, fus = med(False, key), med(True, key)
-        print(f"{key + ' wall':12}{ind:15.1f}{fus:10.1f}{fus / ind:13.3f}")
+        print(f"{key + ' wall':16}{ind:11.1f}{fus:10.1f}{fus / ind:13.3f}")
     ind = statistics.median(s["cpu_s"] for s in times[False])
     fus = statistics.median(s["cpu_s"] for s in times[True])
-    print(f"{'total CPU':12}{ind:15.1f}{fus:10.1f}{fus / ind:13.3f}")
+    print(f"{'total CPU':16}{ind:11.1f}{fus:10.1f}{fus / ind:13.3f}")
     print(f"largest per-layer top-1 gap between modes: {gap:.4f}")
     print(
         f"student top-1: independent {times[False][0]['student_accuracy']:.4f}, "

@@ -23,6 +23,7 @@ the paper's one-task-at-a-time mode.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -56,6 +57,27 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
         "load_before": load,
         "out": out,
     }
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "tasks.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _passes(run: Path) -> dict[str, float]:
+    """Seconds of each worker's pass (a fused group's rows share one start and end)."""
+    spans: dict[str, tuple[float, float]] = {}
+    for row in _rows(run):
+        start, end = spans.get(row["device"], (float("inf"), 0.0))
+        spans[row["device"]] = (min(start, float(row["start"])), max(end, float(row["end"])))
+    return {device: end - start for device, (start, end) in sorted(spans.items())}
+
+
+def _sizes(run: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for row in _rows(run):
+        sizes[row["device"]] = sizes.get(row["device"], 0) + 1
+    return dict(sorted(sizes.items()))
 
 
 def main() -> None:
@@ -107,16 +129,16 @@ def main() -> None:
     from greenkd import schedule
 
     if first["fused"]:
-        # a fused run's tasks.csv splits each pass evenly among its tasks: no per-task times
-        # to predict with, only each worker's busy time
+        # a fused run's tasks share one pass per worker: no per-task times to predict
+        # with, only each worker's pass
         print()
         for one, two in pairs:
-            solo = sum(c.seconds for c in schedule.load_timings_file(one["out"] / "tasks.csv"))
-            both = sum(c.seconds for c in schedule.load_timings_file(two["out"] / "tasks.csv"))
-            print(f"  fused {two['out'].name} ({'fused' if two['fused'] else 'one task at a time'}"
-                  f"): busy {both:.1f} s on 2 workers vs {solo:.1f} s on 1 (x{both / solo:.3f}; "
-                  f"each worker runs the teacher up to its own deepest layer); predicted "
-                  f"makespan {two['predicted_s']:.1f} s ({two['cost_source']} costs)")  # fmt: skip
+            solo, both = _passes(one["out"]), _passes(two["out"])
+            print(f"  {two['out'].name}: passes {' + '.join(f'{s:.1f}' for s in both.values())} s "
+                  f"on 2 workers ({', '.join(f'{d}: {n}' for d, n in _sizes(two['out']).items())} "
+                  f"tasks) vs {sum(solo.values()):.1f} s on 1 (sum x"
+                  f"{sum(both.values()) / sum(solo.values()):.3f}: each worker runs the teacher "
+                  f"up to its own deepest layer)")  # fmt: skip
         return
 
     costs = schedule.load_timings_file(first["out"] / "tasks.csv")

@@ -175,6 +175,8 @@ def distill_command(
     from greenkd.progress import RichReporter, summary_table
 
     console = Console(stderr=False, quiet=quiet)
+    if not console.is_terminal:  # a pipe or log file: one line per task, not wrapped at 80
+        console = Console(stderr=False, quiet=quiet, width=160)
     if cfg.backend == "mpi" and not mpi.under_mpiexec():
         try:  # start mpiexec -n N; rank 0 prints the summary
             mpi.launch(cfg, quiet=quiet)
@@ -197,10 +199,12 @@ def distill_command(
                 return
         else:
             summary = distill(cfg, reporter=reporter, executor=executor, devices=devices)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         reporter.close()
+        cut = [r.name for r in getattr(exc, "partial_results", [])]
+        kept = f"; best blocks so far of the tasks cut short: {', '.join(cut)}" if cut else ""
         typer.echo(f"greenkd: interrupted; finished tasks and summary.json (partial) are in "
-                   f"{cfg.out}", err=True)
+                   f"{cfg.out}{kept}", err=True)
         raise typer.Exit(130) from None
     finally:
         reporter.close()

@@ -8,8 +8,10 @@ sets TensorFlow's thread counts before its first op.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -210,6 +212,28 @@ def set_affinity(cores: tuple[int, ...] | list[int]) -> None:
             os.sched_setaffinity(tid, wanted)
         except ProcessLookupError:  # the thread ended meanwhile
             continue
+
+
+@contextlib.contextmanager
+def confined_to(devices: list[Device]) -> Iterator[list[int]]:
+    """Run the block with this process on the union of CPU devices' cores; yields them.
+
+    The parent of a run on CPU devices (set-up, assembly, fine-tuning) must not
+    use cores its devices do not have: a 1-device run with `--cores-per-device 1`
+    would otherwise fine-tune on the whole machine and look faster than a
+    1-core device is. GPU devices and devices covering every allowed core change
+    nothing. The previous affinity is restored on exit.
+    """
+    before = allowed_cores()
+    cores = sorted({c for d in devices for c in d.cores} & set(before))
+    if not devices or any(d.kind != "cpu" for d in devices) or not cores or cores == before:
+        yield before
+        return
+    set_affinity(cores)
+    try:
+        yield cores
+    finally:
+        set_affinity(before)
 
 
 def configure_tensorflow(device: Device) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from greenkd.devices import Device, allowed_cores, hardware_label, plan_devices
+from greenkd.devices import Device, allowed_cores, confined_to, hardware_label, plan_devices
 from greenkd.errors import GreenkdError
 
 CORES = allowed_cores()
@@ -23,6 +23,27 @@ def test_cores_per_device_keeps_a_cpu_device_the_same_size_whatever_n():
     # without it a run takes the whole machine, split n ways
     assert plan_devices(1)[0].cores == tuple(CORES)
     assert sum(len(d.cores) for d in plan_devices(2)) == len(CORES)
+
+
+@needs_two
+def test_a_runs_parent_uses_only_its_cpu_devices_cores_and_gets_the_machine_back():
+    """A 1-device run of 1 core must not fine-tune on the whole machine."""
+    import threading
+
+    one = plan_devices(1, cores_per_device=1)
+    seen: list[set[int]] = []
+    with confined_to(one) as cores:
+        assert cores == [CORES[0]] and allowed_cores() == [CORES[0]]
+        # threads started inside (TensorFlow's pools) inherit the mask
+        thread = threading.Thread(target=lambda: seen.append(set(allowed_cores())))
+        thread.start()
+        thread.join()
+    assert seen == [{CORES[0]}] and allowed_cores() == CORES
+    # devices covering every core, GPUs, or an external cluster's workers change nothing
+    for devices in (plan_devices(2, cores_per_device=1)[: len(CORES)] if len(CORES) == 2 else [],
+                    [Device("gpu", 0, "gpu0", ())], [Device("remote", 0, "dask0", ())]):
+        with confined_to(devices) as cores:
+            assert allowed_cores() == CORES and cores == CORES
 
 
 def test_more_devices_than_cores_needs_allow_oversubscribe():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -9,6 +13,7 @@ from greenkd import data
 from greenkd.config import RunConfig
 from greenkd.distill import targets as tg
 from greenkd.distill.train import pair_model, train_task
+from greenkd.rundir import RunDir
 from greenkd.tfsetup import keras
 
 
@@ -136,3 +141,34 @@ def test_fused_tasks_match_independent_tasks(tiny_setup, tiny_cfg):
         assert f.accuracy == pytest.approx(alone.accuracy, abs=2 / 256)  # at most 2 images
         for wf, wa in zip(f.weights, alone.weights, strict=True):
             np.testing.assert_allclose(wf, wa, rtol=1e-3, atol=1e-4)
+
+
+def test_ctrl_c_mid_pass_keeps_each_evaluated_blocks_best_weights(tiny_setup, tiny_cfg, tmp_path):
+    """A KeyboardInterrupt during a fused pass (as SIGINT raises it in the main thread)."""
+    from greenkd.distill.run import distill
+
+    class CtrlC:
+        def phase(self, name, detail=""): ...
+        def tasks_started(self, total, epochs): ...
+        def task_done(self, result, target, accepted): ...
+        def epoch(self, task, epoch, mse):
+            if epoch == 2 and task == tiny_setup.targets[-1].name:  # after the first evaluation
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg.replace(epochs=4, eval_every=2, fuse=True, out=str(out))
+    with pytest.raises(KeyboardInterrupt) as caught:
+        distill(cfg, setup=dataclasses.replace(tiny_setup, cfg=cfg), reporter=CtrlC())
+    names = [t.name for t in tiny_setup.targets]
+    assert [r.name for r in caught.value.partial_results] == names
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["interrupted_tasks"] == names
+    assert summary["tasks_done"] == 0  # none finished its 4 epochs
+    rows = list(csv.DictReader((out / "tasks.csv").open()))
+    assert [r["task"] for r in rows] == names
+    for row, result in zip(rows, caught.value.partial_results, strict=True):
+        assert row["epochs"] == "2" and row["best_epoch"] == "2" and row["accepted"] == "false"
+        assert 0.0 <= float(row["accuracy"]) <= 1.0  # spliced in and measured at epoch 2
+        kept = RunDir(out).load_block(row["task"])
+        for a, b in zip(kept, result.weights, strict=True):
+            np.testing.assert_array_equal(a, b)

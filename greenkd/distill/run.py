@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from greenkd import data as data_mod
 from greenkd import models
 from greenkd.config import RunConfig, write_json_atomic
-from greenkd.devices import Device, run_devices
+from greenkd.devices import Device, confined_to, run_devices
 from greenkd.distill import assemble as asm
 from greenkd.distill import costs
 from greenkd.distill.targets import Target, find, model_flops, require_targets
@@ -197,6 +198,10 @@ def distill(
         "tasks_done": 0,
     }
     results: dict[str, TaskResult] = {}
+    confinement = contextlib.ExitStack()
+    if cfg.backend != "mpi":  # an MPI rank is bound to its own device already
+        # set-up, assembly and fine-tuning here use only the run's devices' cores
+        summary["parent_cores"] = confinement.enter_context(confined_to(devices))
     try:
         reporter.phase("setup", "loading data and teacher")
         if setup is None:
@@ -270,6 +275,16 @@ def distill(
         summary["compression_flops"] = summary["teacher_flops"] / summary["student_flops"]
         return summary
     except BaseException as exc:
+        # blocks cut short by Ctrl-C in this process: their best weights so far
+        for result in getattr(exc, "partial_results", []):
+            if result.name in results:
+                continue
+            target = by_name[result.name]
+            results[result.name] = result
+            run.save_block(result.name, result.weights)
+            run.append_task(task_row(result, target, False))
+            summary.setdefault("interrupted_tasks", []).append(result.name)
+        summary["tasks_done"] = sum(not r.interrupted for r in results.values())
         summary["status"] = "partial" if results else "failed"
         summary["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise
@@ -278,6 +293,7 @@ def distill(
         summary["seconds"] = seconds
         summary["lost_workers"] = list(getattr(executor, "lost_workers", []))
         summary["end_ts"] = time.time()
+        confinement.close()
         run.write_summary(summary)
 
 

@@ -53,6 +53,7 @@ class TaskResult:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     fused_group: str = ""  # non-empty when trained in one fused pass with others
+    interrupted: bool = False  # cut short by Ctrl-C: `epochs` says how many it trained
 
     @property
     def mse_best(self) -> float:
@@ -295,38 +296,50 @@ def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, 
         [t.name for t in targets], blocks, spliced, val, cfg.eval_every, cfg.epochs, progress
     )
     t1 = time.perf_counter()
-    trainer.fit(
-        train,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        verbose=0,
-        shuffle=False,
-        callbacks=[callback],
-    )
-    t2 = time.perf_counter()
-    end = time.time()
-    share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
-    results = []
-    for i, target in enumerate(targets):
-        acc, best_epoch, weights = callback.best[i]
-        results.append(
-            TaskResult(
-                name=target.name,
-                index=target.index,
-                weights=weights,
-                accuracy=acc,
-                best_epoch=best_epoch,
-                epochs=cfg.epochs,
-                mse_start=mse_start[i],
-                mse_history=callback.mse[i],
-                accuracy_history=callback.history[i],
-                seconds_setup=(t1 - t0) * share,
-                seconds_train=(t2 - t1 - callback.eval_seconds) * share,
-                seconds_eval=callback.eval_seconds * share,
-                start=start,
-                end=end,
-                device=device,
-                fused_group=group,
+
+    def results(evaluated_only: bool) -> list[TaskResult]:
+        t2, end = time.perf_counter(), time.time()
+        share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
+        out = []
+        for i, target in enumerate(targets):
+            acc, best_epoch, weights = callback.best[i]
+            if evaluated_only and best_epoch == 0:
+                continue  # never spliced in and measured: nothing worth keeping
+            out.append(
+                TaskResult(
+                    name=target.name,
+                    index=target.index,
+                    weights=weights,
+                    accuracy=acc,
+                    best_epoch=best_epoch,
+                    epochs=len(callback.mse[i]),
+                    mse_start=mse_start[i],
+                    mse_history=callback.mse[i],
+                    accuracy_history=callback.history[i],
+                    seconds_setup=(t1 - t0) * share,
+                    seconds_train=(t2 - t1 - callback.eval_seconds) * share,
+                    seconds_eval=callback.eval_seconds * share,
+                    start=start,
+                    end=end,
+                    device=device,
+                    fused_group=group,
+                    interrupted=evaluated_only,
+                )
             )
+        return out
+
+    try:
+        trainer.fit(
+            train,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps,
+            verbose=0,
+            shuffle=False,
+            callbacks=[callback],
         )
-    return results
+    except KeyboardInterrupt as exc:
+        # Ctrl-C mid-pass: hand the caller each block's best weights so far (those
+        # evaluated at least once), so that the run directory keeps them
+        exc.partial_results = results(evaluated_only=True)  # type: ignore[attr-defined]
+        raise
+    return results(evaluated_only=False)
