@@ -23,7 +23,6 @@ the paper's one-task-at-a-time mode.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -59,25 +58,14 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
     }
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with (run / "tasks.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def _worker_load(run: Path) -> dict[str, tuple[float, int]]:
+    """Per device: busy seconds (a fused pass once) and tasks run, from the run's tasks.csv."""
+    import pandas as pd
 
+    from greenkd.analysis import device_load
 
-def _passes(run: Path) -> dict[str, float]:
-    """Seconds of each worker's pass (a fused group's rows share one start and end)."""
-    spans: dict[str, tuple[float, float]] = {}
-    for row in _rows(run):
-        start, end = spans.get(row["device"], (float("inf"), 0.0))
-        spans[row["device"]] = (min(start, float(row["start"])), max(end, float(row["end"])))
-    return {device: end - start for device, (start, end) in sorted(spans.items())}
-
-
-def _sizes(run: Path) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for row in _rows(run):
-        sizes[row["device"]] = sizes.get(row["device"], 0) + 1
-    return dict(sorted(sizes.items()))
+    load = device_load(pd.read_csv(run / "tasks.csv"))
+    return {r.device: (float(r.busy_s), int(r.n_tasks)) for r in load.itertuples()}
 
 
 def main() -> None:
@@ -133,12 +121,12 @@ def main() -> None:
         # with, only each worker's pass
         print()
         for one, two in pairs:
-            solo, both = _passes(one["out"]), _passes(two["out"])
-            print(f"  {two['out'].name}: passes {' + '.join(f'{s:.1f}' for s in both.values())} s "
-                  f"on 2 workers ({', '.join(f'{d}: {n}' for d, n in _sizes(two['out']).items())} "
-                  f"tasks) vs {sum(solo.values()):.1f} s on 1 (sum x"
-                  f"{sum(both.values()) / sum(solo.values()):.3f}: each worker runs the teacher "
-                  f"up to its own deepest layer)")  # fmt: skip
+            solo, both = _worker_load(one["out"]), _worker_load(two["out"])
+            busy_1, busy_2 = (sum(b for b, _ in x.values()) for x in (solo, both))
+            print(f"  {two['out'].name}: passes {' + '.join(f'{b:.1f}' for b, _ in both.values())} s "
+                  f"on 2 workers ({', '.join(f'{d}: {n}' for d, (_, n) in both.items())} tasks) "
+                  f"vs {busy_1:.1f} s on 1 (sum x{busy_2 / busy_1:.3f}: each worker runs the "
+                  f"teacher up to its own deepest layer)")  # fmt: skip
         return
 
     costs = schedule.load_timings_file(first["out"] / "tasks.csv")
