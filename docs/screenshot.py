@@ -18,7 +18,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def screenshot(report: Path, out: Path, *, width: int = 1400, height: int = 2200) -> Path:
     """The top `height` pixels of the report once every plot is drawn, as a PNG."""
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(report.resolve().as_uri(), wait_until="load")
         page.wait_for_function(

@@ -66,7 +66,9 @@ class Run:
     tasks: pd.DataFrame | None = None
     samples: pd.DataFrame | None = None
     profile: dict[str, Any] | None = None
-    plan: dict[str, Any] | None = None  # plan.json (else summary.json's "plan"): the schedule as predicted
+    plan: dict[str, Any] | None = (
+        None  # plan.json (else summary.json's "plan"): the schedule as predicted
+    )
     notes: list[str] = field(default_factory=list)  # files missing or unreadable, and what follows
 
     @property
@@ -78,7 +80,9 @@ class Run:
     def devices(self) -> int | None:
         """The device count n (config `gpus`: GPUs, or CPU workers where there is no GPU)."""
         value = self.config.get("gpus")
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        return (
+            int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
 
     @property
     def repeat(self) -> int:
@@ -131,7 +135,9 @@ def find_sweeps(path: str | Path) -> list[Path]:
     if not root.is_dir():
         raise GreenkdError(f"{root} is a file; give a sweep directory or a results directory")
     if (root / "config.json").is_file() and not (root / "sweep.json").is_file():
-        raise GreenkdError(f"{root} is one run; give its sweep directory ({root.parent}) or a results directory")
+        raise GreenkdError(
+            f"{root} is one run; give its sweep directory ({root.parent}) or a results directory"
+        )
     if _is_sweep_dir(root):
         return [root]
     sweeps = sorted(p for p in root.iterdir() if p.is_dir() and _is_sweep_dir(p))
@@ -176,7 +182,9 @@ def load_sweep(path: str | Path) -> SweepData:
     names = list(by_name)
     names += [p.name for p in _run_dirs(root) if p.name not in by_name]
     if not names:
-        raise GreenkdError(f"{root} holds no runs: sweep.json lists none and no run directory has config.json")
+        raise GreenkdError(
+            f"{root} holds no runs: sweep.json lists none and no run directory has config.json"
+        )
     runs = [load_run(root / n, listed=by_name.get(n)) for n in names]
     return SweepData(name=name, path=root, created_ts=created_ts, spec=spec, runs=runs, notes=notes)
 
@@ -267,7 +275,9 @@ def _read_samples(path: Path, notes: list[str]) -> pd.DataFrame | None:
         notes.append("no samples.csv: the run was not profiled, so no energy, power or utilisation")
         return None
     try:
-        samples = pd.read_csv(path, dtype={"sensor": str, "device": str, "metric": str, "unit": str})
+        samples = pd.read_csv(
+            path, dtype={"sensor": str, "device": str, "metric": str, "unit": str}
+        )
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         notes.append(f"samples.csv unreadable ({exc}): no energy, power or utilisation")
         return None
@@ -317,22 +327,37 @@ def window_energy(samples: pd.DataFrame | None, start_ts: float, end_ts: float) 
     """Energy (J) of every (sensor, device) domain over [start_ts, end_ts]; NaN where not covered."""
     rows = []
     for (sensor, device), g in energy_series(samples).items():
-        e0, e1 = cumulative_at(g["ts"].to_numpy(), g["value"].to_numpy(), np.array([start_ts, end_ts]))
-        rows.append({"sensor": sensor, "device": device, "energy_j": e1 - e0,
-                     "first_ts": g["ts"].iloc[0], "last_ts": g["ts"].iloc[-1]})
+        e0, e1 = cumulative_at(
+            g["ts"].to_numpy(), g["value"].to_numpy(), np.array([start_ts, end_ts])
+        )
+        rows.append(
+            {
+                "sensor": sensor,
+                "device": device,
+                "energy_j": e1 - e0,
+                "first_ts": g["ts"].iloc[0],
+                "last_ts": g["ts"].iloc[-1],
+            }
+        )
     return pd.DataFrame(rows, columns=["sensor", "device", "energy_j", "first_ts", "last_ts"])
 
 
 def cpu_package_domains(domains: pd.DataFrame) -> pd.DataFrame:
     """One row per CPU package: msr where it has the package, else powercap (never both)."""
-    rows = domains[domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.startswith("package")]
+    rows = domains[
+        domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.startswith("package")
+    ]
     rank = rows["sensor"].map({s: i for i, s in enumerate(CPU_ENERGY_SENSORS)})
-    return rows.assign(_rank=rank).sort_values("_rank").drop_duplicates("device").drop(columns="_rank")
+    return (
+        rows.assign(_rank=rank).sort_values("_rank").drop_duplicates("device").drop(columns="_rank")
+    )
 
 
 def cpu_core_domains(domains: pd.DataFrame) -> pd.DataFrame:
     """Per-core energy rows (msr `coreN`, powercap `coresP`): inside the package, never added to it."""
-    rows = domains[domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.match(r"cores?\d+$")]
+    rows = domains[
+        domains["sensor"].isin(CPU_ENERGY_SENSORS) & domains["device"].str.match(r"cores?\d+$")
+    ]
     if rows.empty:
         return rows
     best = min(rows["sensor"], key=CPU_ENERGY_SENSORS.index)
@@ -347,9 +372,15 @@ def gpu_domains(domains: pd.DataFrame) -> pd.DataFrame:
 def run_energy(run: Run) -> dict[str, Any]:
     """A run's energy by domain over its own window, its scope and source, or why it is missing."""
     out: dict[str, Any] = {
-        "cpu_package_j": math.nan, "cpu_cores_j": math.nan, "gpu_used_j": math.nan,
-        "gpu_node_j": math.nan, "energy_node_j": math.nan, "energy_scope": "",
-        "energy_source": "", "energy_note": "", "gpu_j": {},
+        "cpu_package_j": math.nan,
+        "cpu_cores_j": math.nan,
+        "gpu_used_j": math.nan,
+        "gpu_node_j": math.nan,
+        "energy_node_j": math.nan,
+        "energy_scope": "",
+        "energy_source": "",
+        "energy_note": "",
+        "gpu_j": {},
     }
     window = run.window
     if run.samples is None:
@@ -360,14 +391,20 @@ def run_energy(run: Run) -> dict[str, Any]:
         return out
     domains = window_energy(run.samples, *window)
     if domains.empty:
-        out["energy_note"] = "no energy sensor: " + (_missing_text(run.profile) or "samples hold no energy rows")
+        out["energy_note"] = "no energy sensor: " + (
+            _missing_text(run.profile) or "samples hold no energy rows"
+        )
         return out
     uncovered = domains[domains["energy_j"].isna()]
     if not uncovered.empty:
         names = ", ".join(f"{r.sensor}/{r.device}" for r in uncovered.itertuples())
         out["energy_note"] = f"energy samples do not cover the run window for {names}"
         return out
-    packages, cores, gpus = cpu_package_domains(domains), cpu_core_domains(domains), gpu_domains(domains)
+    packages, cores, gpus = (
+        cpu_package_domains(domains),
+        cpu_core_domains(domains),
+        gpu_domains(domains),
+    )
     gpu_j = dict(zip(gpus["device"], gpus["energy_j"], strict=True))
     out["gpu_j"] = gpu_j
     parts = []
@@ -383,40 +420,65 @@ def run_energy(run: Run) -> dict[str, Any]:
         if used and all(d in gpu_j for d in used):
             out["gpu_used_j"] = float(sum(gpu_j[d] for d in used))
         elif used:
-            out["energy_note"] = f"no energy samples for used GPU(s) {', '.join(d for d in used if d not in gpu_j)}"
+            out["energy_note"] = (
+                f"no energy samples for used GPU(s) {', '.join(d for d in used if d not in gpu_j)}"
+            )
     if not parts:
         out["energy_note"] = "no CPU package or GPU energy domain in the samples"
         return out
     out["energy_node_j"] = float(np.nansum([out["cpu_package_j"], out["gpu_node_j"]]))
     out["energy_scope"] = " + ".join(parts)
     if packages.empty:
-        out["energy_note"] = "GPUs only: no CPU package energy (" + (_missing_text(run.profile, "msr") or "no msr/powercap rows") + ")"
+        out["energy_note"] = (
+            "GPUs only: no CPU package energy ("
+            + (_missing_text(run.profile, "msr") or "no msr/powercap rows")
+            + ")"
+        )
     out["energy_source"] = _sources(run.profile, pd.concat([packages, gpus]))
     return out
 
 
 def _sources(profile: dict[str, Any] | None, domains: pd.DataFrame) -> str:
     """'msr: counter; nvml: counter' from profile.json, the profiler's word on each domain."""
-    known = {(d.get("sensor"), d.get("device")): d.get("source") for d in (profile or {}).get("domains") or []}
+    known = {
+        (d.get("sensor"), d.get("device")): d.get("source")
+        for d in (profile or {}).get("domains") or []
+    }
     by_sensor: dict[str, set[str]] = {}
     for r in domains.itertuples():
-        by_sensor.setdefault(r.sensor, set()).add(known.get((r.sensor, r.device)) or "source unknown")
+        by_sensor.setdefault(r.sensor, set()).add(
+            known.get((r.sensor, r.device)) or "source unknown"
+        )
     return "; ".join(f"{s}: {', '.join(sorted(v))}" for s, v in by_sensor.items())
 
 
 def _missing_text(profile: dict[str, Any] | None, sensor: str | None = None) -> str:
-    items = [m for m in (profile or {}).get("missing") or [] if sensor is None or m.get("sensor") == sensor]
+    items = [
+        m
+        for m in (profile or {}).get("missing") or []
+        if sensor is None or m.get("sensor") == sensor
+    ]
     return "; ".join(f"{m.get('sensor')}: {m.get('reason')}" for m in items)
 
 
-def mean_in_window(samples: pd.DataFrame | None, metric: str, sensor: str, devices: Iterable[str],
-                   start_ts: float, end_ts: float) -> float:
+def mean_in_window(
+    samples: pd.DataFrame | None,
+    metric: str,
+    sensor: str,
+    devices: Iterable[str],
+    start_ts: float,
+    end_ts: float,
+) -> float:
     """Mean of a rate metric (W, %) over the window, across the given devices; NaN if absent."""
     if samples is None:
         return math.nan
     devices = list(devices)
-    rows = samples[(samples["metric"] == metric) & (samples["sensor"] == sensor)
-                   & samples["device"].isin(devices) & samples["ts"].between(start_ts, end_ts)]
+    rows = samples[
+        (samples["metric"] == metric)
+        & (samples["sensor"] == sensor)
+        & samples["device"].isin(devices)
+        & samples["ts"].between(start_ts, end_ts)
+    ]
     if rows.empty:
         return math.nan
     return float(rows.groupby("device")["value"].mean().mean())
@@ -436,9 +498,15 @@ def makespan_lower_bound(task_seconds: Iterable[float], n_devices: int) -> float
 def device_load(tasks: pd.DataFrame) -> pd.DataFrame:
     """Per device: tasks run, busy seconds (a fused pass once), and idle seconds within the task phase."""
     t0, t1 = tasks["start"].min(), tasks["end"].max()
-    load = tasks.groupby("device", sort=True).agg(
-        n_tasks=("task", "size"), first_start=("start", "min"), last_end=("end", "max"),
-    ).reset_index()
+    load = (
+        tasks.groupby("device", sort=True)
+        .agg(
+            n_tasks=("task", "size"),
+            first_start=("start", "min"),
+            last_end=("end", "max"),
+        )
+        .reset_index()
+    )
     busy = {str(d): interval_union_s(g["start"], g["end"]) for d, g in tasks.groupby("device")}
     load["busy_s"] = load["device"].astype(str).map(busy)
     load["idle_s"] = (t1 - t0) - load["busy_s"]
@@ -455,7 +523,9 @@ def has_fused_passes(tasks: pd.DataFrame) -> bool:
     return bool((group.notna() & (group.astype(str).str.strip() != "")).any())
 
 
-def split_energy(starts: np.ndarray, ends: np.ndarray, ts: np.ndarray, cumulative_j: np.ndarray) -> np.ndarray:
+def split_energy(
+    starts: np.ndarray, ends: np.ndarray, ts: np.ndarray, cumulative_j: np.ndarray
+) -> np.ndarray:
     """Each interval's share of a domain's energy: every elementary slice split among those running."""
     starts, ends = np.asarray(starts, float), np.asarray(ends, float)
     if len(starts) == 0:
@@ -484,31 +554,57 @@ def task_energy(tasks: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFra
     if not series or tasks.empty:
         out["energy_j"] = math.nan
         return out
-    packages = cpu_package_domains(pd.DataFrame(
-        [{"sensor": s, "device": d} for s, d in series], columns=["sensor", "device"]))
+    packages = cpu_package_domains(
+        pd.DataFrame([{"sensor": s, "device": d} for s, d in series], columns=["sensor", "device"])
+    )
     if not packages.empty:
         # Sum the packages at a common time grid, the union of their sample times.
-        grid = np.unique(np.concatenate([series[(r.sensor, r.device)]["ts"].to_numpy() for r in packages.itertuples()]))
-        total = sum(cumulative_at(series[(r.sensor, r.device)]["ts"].to_numpy(),
-                                  series[(r.sensor, r.device)]["value"].to_numpy(), grid)
-                    for r in packages.itertuples())
+        grid = np.unique(
+            np.concatenate(
+                [series[(r.sensor, r.device)]["ts"].to_numpy() for r in packages.itertuples()]
+            )
+        )
+        total = sum(
+            cumulative_at(
+                series[(r.sensor, r.device)]["ts"].to_numpy(),
+                series[(r.sensor, r.device)]["value"].to_numpy(),
+                grid,
+            )
+            for r in packages.itertuples()
+        )
         ok = ~np.isnan(total)
-        out["cpu_energy_j"] = split_energy(out["start"].to_numpy(), out["end"].to_numpy(), grid[ok], total[ok])
+        out["cpu_energy_j"] = split_energy(
+            out["start"].to_numpy(), out["end"].to_numpy(), grid[ok], total[ok]
+        )
     for device, idx in out.groupby("device").groups.items():
         key = ("nvml", str(device))
         if key in series:
             g = series[key]
             rows = out.loc[idx]
             out.loc[idx, "gpu_energy_j"] = split_energy(
-                rows["start"].to_numpy(), rows["end"].to_numpy(), g["ts"].to_numpy(), g["value"].to_numpy())
+                rows["start"].to_numpy(),
+                rows["end"].to_numpy(),
+                g["ts"].to_numpy(),
+                g["value"].to_numpy(),
+            )
     out["energy_j"] = out[["gpu_energy_j", "cpu_energy_j"]].sum(axis=1, min_count=1)
     return out
 
 
 # ----------------------------------------------------------------------------- predicted vs measured
 
-PLAN_DEVICE_COLUMNS = ("order", "device", "planned_tasks", "measured_tasks", "predicted_load_s",
-                       "measured_span_s", "measured_busy_s", "span_ratio", "busy_ratio", "note")
+PLAN_DEVICE_COLUMNS = (
+    "order",
+    "device",
+    "planned_tasks",
+    "measured_tasks",
+    "predicted_load_s",
+    "measured_span_s",
+    "measured_busy_s",
+    "span_ratio",
+    "busy_ratio",
+    "note",
+)
 NO_PLAN = f"no {PLAN_FILE} (runs written before greenkd recorded its schedule have none)"
 
 
@@ -526,16 +622,27 @@ class PlanComparison:
     makespan_ratio: float  # measured / predicted
     moved_tasks: float  # tasks run on another device than planned; NaN without device labels
     reason: str  # why the makespans are not compared; "" when they are
-    notes: tuple[str, ...]  # what a reader needs to weigh the numbers (fused plan, work stealing, ...)
-    devices: pd.DataFrame  # PLAN_DEVICE_COLUMNS, plan devices in plan order, then any others tasks.csv names
+    notes: tuple[
+        str, ...
+    ]  # what a reader needs to weigh the numbers (fused plan, work stealing, ...)
+    devices: (
+        pd.DataFrame
+    )  # PLAN_DEVICE_COLUMNS, plan devices in plan order, then any others tasks.csv names
 
     def row(self) -> dict[str, Any]:
         """The run-level fields as one table row (notes joined)."""
         return {
-            "policy": self.policy, "cost_source": self.cost_source, "fused": self.fused, "optimal": self.optimal,
-            "predicted_makespan_s": self.predicted_makespan_s, "plan_bound_s": self.lower_bound_s,
-            "measured_makespan_s": self.measured_makespan_s, "makespan_ratio": self.makespan_ratio,
-            "moved_tasks": self.moved_tasks, "plan_reason": self.reason, "plan_note": "; ".join(self.notes),
+            "policy": self.policy,
+            "cost_source": self.cost_source,
+            "fused": self.fused,
+            "optimal": self.optimal,
+            "predicted_makespan_s": self.predicted_makespan_s,
+            "plan_bound_s": self.lower_bound_s,
+            "measured_makespan_s": self.measured_makespan_s,
+            "makespan_ratio": self.makespan_ratio,
+            "moved_tasks": self.moved_tasks,
+            "plan_reason": self.reason,
+            "plan_note": "; ".join(self.notes),
         }
 
 
@@ -550,12 +657,18 @@ def compare_plan(plan: dict[str, Any] | None, tasks: pd.DataFrame | None) -> Pla
         return _no_comparison(NO_PLAN)
     assignment = _str_lists(plan.get("assignment"))
     loads = plan.get("predicted_load_s")
-    loads = [float(x) if _finite(x) else math.nan for x in loads] if isinstance(loads, list) else None
+    loads = (
+        [float(x) if _finite(x) else math.nan for x in loads] if isinstance(loads, list) else None
+    )
     labels = plan.get("devices")
     labels = [str(x) for x in labels] if isinstance(labels, list) else None
     fused = plan.get("fused") if isinstance(plan.get("fused"), bool) else None
     optimal = plan.get("optimal") if isinstance(plan.get("optimal"), bool) else None
-    predicted = float(plan["predicted_makespan_s"]) if _finite(plan.get("predicted_makespan_s")) else math.nan
+    predicted = (
+        float(plan["predicted_makespan_s"])
+        if _finite(plan.get("predicted_makespan_s"))
+        else math.nan
+    )
     bound = float(plan["lower_bound_s"]) if _finite(plan.get("lower_bound_s")) else math.nan
     policy, source = str(plan.get("policy") or ""), str(plan.get("cost_source") or "")
 
@@ -571,40 +684,74 @@ def compare_plan(plan: dict[str, Any] | None, tasks: pd.DataFrame | None) -> Pla
     else:
         missing = set(planned) - set(finished["task"].astype(str))
         if missing:
-            reason = (f"tasks.csv lacks {len(missing)} of the plan's {len(planned)} tasks "
-                      "(the run did not finish them): nothing measured to compare")
+            reason = (
+                f"tasks.csv lacks {len(missing)} of the plan's {len(planned)} tasks "
+                "(the run did not finish them): nothing measured to compare"
+            )
     measured = math.nan if reason else float(finished["end"].max() - finished["start"].min())
 
     notes: list[str] = []
     if fused:
-        notes.append("fused plan: a device's predicted load is its deepest teacher prefix plus its blocks, and "
-                     "its tasks ran in one pass (one shared interval in tasks.csv, counted once)")
+        notes.append(
+            "fused plan: a device's predicted load is its deepest teacher prefix plus its blocks, and "
+            "its tasks ran in one pass (one shared interval in tasks.csv, counted once)"
+        )
     if source == "analytic":
-        notes.append("costs from the analytic model: predicted seconds assume a nominal FLOP rate, not this machine's")
-    devices_ok = (assignment is not None and labels is not None and loads is not None
-                  and len(labels) == len(assignment) == len(loads))
+        notes.append(
+            "costs from the analytic model: predicted seconds assume a nominal FLOP rate, not this machine's"
+        )
+    devices_ok = (
+        assignment is not None
+        and labels is not None
+        and loads is not None
+        and len(labels) == len(assignment) == len(loads)
+    )
     moved = math.nan
     if not devices_ok:
-        notes.append(f"{PLAN_FILE} has no device labels matching its assignment: no per-device comparison")
+        notes.append(
+            f"{PLAN_FILE} has no device labels matching its assignment: no per-device comparison"
+        )
         devices = pd.DataFrame(columns=list(PLAN_DEVICE_COLUMNS))
     else:
         devices, moved = _device_comparison(assignment, loads, labels, finished, reason)
         if policy == "ws" and not math.isnan(moved):
-            notes.append(f"work stealing: the plan is the initial split; {moved:g} task(s) ran elsewhere")
+            notes.append(
+                f"work stealing: the plan is the initial split; {moved:g} task(s) ran elsewhere"
+            )
         elif moved > 0:  # False for NaN: without matching labels nothing is known to have moved
             notes.append(f"{moved:g} task(s) ran on another device than planned")
     ratio = measured / predicted if predicted > 0 and not math.isnan(measured) else math.nan
-    return PlanComparison(policy=policy, cost_source=source, fused=fused, optimal=optimal,
-                          predicted_makespan_s=predicted, lower_bound_s=bound, measured_makespan_s=measured,
-                          makespan_ratio=ratio, moved_tasks=moved, reason=reason, notes=tuple(notes),
-                          devices=devices)
+    return PlanComparison(
+        policy=policy,
+        cost_source=source,
+        fused=fused,
+        optimal=optimal,
+        predicted_makespan_s=predicted,
+        lower_bound_s=bound,
+        measured_makespan_s=measured,
+        makespan_ratio=ratio,
+        moved_tasks=moved,
+        reason=reason,
+        notes=tuple(notes),
+        devices=devices,
+    )
 
 
 def _no_comparison(reason: str) -> PlanComparison:
-    return PlanComparison(policy="", cost_source="", fused=None, optimal=None, predicted_makespan_s=math.nan,
-                          lower_bound_s=math.nan, measured_makespan_s=math.nan, makespan_ratio=math.nan,
-                          moved_tasks=math.nan, reason=reason, notes=(),
-                          devices=pd.DataFrame(columns=list(PLAN_DEVICE_COLUMNS)))
+    return PlanComparison(
+        policy="",
+        cost_source="",
+        fused=None,
+        optimal=None,
+        predicted_makespan_s=math.nan,
+        lower_bound_s=math.nan,
+        measured_makespan_s=math.nan,
+        makespan_ratio=math.nan,
+        moved_tasks=math.nan,
+        reason=reason,
+        notes=(),
+        devices=pd.DataFrame(columns=list(PLAN_DEVICE_COLUMNS)),
+    )
 
 
 def _str_lists(value: Any) -> list[list[str]] | None:
@@ -613,20 +760,35 @@ def _str_lists(value: Any) -> list[list[str]] | None:
     return [[str(x) for x in v] for v in value]
 
 
-def _device_comparison(assignment: list[list[str]], loads: list[float], labels: list[str],
-                       tasks: pd.DataFrame, reason: str) -> tuple[pd.DataFrame, float]:
+def _device_comparison(
+    assignment: list[list[str]],
+    loads: list[float],
+    labels: list[str],
+    tasks: pd.DataFrame,
+    reason: str,
+) -> tuple[pd.DataFrame, float]:
     """Per plan device (then per device only tasks.csv names): predicted load next to span and busy time."""
-    by_device = {str(d): g for d, g in tasks.groupby("device", sort=False)} if not tasks.empty else {}
+    by_device = (
+        {str(d): g for d, g in tasks.groupby("device", sort=False)} if not tasks.empty else {}
+    )
     matched = bool(set(by_device) & set(labels))
     rows = []
     for i, (label, names, load) in enumerate(zip(labels, assignment, loads, strict=True)):
         g = by_device.get(label)
-        row = {"order": i, "device": label, "planned_tasks": len(names), "predicted_load_s": load,
-               "measured_tasks": 0 if g is None else len(g), "note": ""}
+        row = {
+            "order": i,
+            "device": label,
+            "planned_tasks": len(names),
+            "predicted_load_s": load,
+            "measured_tasks": 0 if g is None else len(g),
+            "note": "",
+        }
         if reason:
             row["note"] = reason
         elif not matched:
-            row["note"] = f"none of tasks.csv's devices ({', '.join(sorted(by_device))}) is a device of the plan"
+            row["note"] = (
+                f"none of tasks.csv's devices ({', '.join(sorted(by_device))}) is a device of the plan"
+            )
         else:
             # A plan device no task ran on measured nothing: zero, not missing.
             row["measured_span_s"] = 0.0 if g is None else float(g["end"].max() - g["start"].min())
@@ -634,10 +796,18 @@ def _device_comparison(assignment: list[list[str]], loads: list[float], labels: 
         rows.append(row)
     for label, g in by_device.items():
         if label not in labels:
-            rows.append({"order": len(rows), "device": label, "planned_tasks": 0, "measured_tasks": len(g),
-                         "predicted_load_s": math.nan, "measured_span_s": float(g["end"].max() - g["start"].min()),
-                         "measured_busy_s": interval_union_s(g["start"], g["end"]),
-                         "note": "not a device of the plan"})
+            rows.append(
+                {
+                    "order": len(rows),
+                    "device": label,
+                    "planned_tasks": 0,
+                    "measured_tasks": len(g),
+                    "predicted_load_s": math.nan,
+                    "measured_span_s": float(g["end"].max() - g["start"].min()),
+                    "measured_busy_s": interval_union_s(g["start"], g["end"]),
+                    "note": "not a device of the plan",
+                }
+            )
     out = pd.DataFrame(rows, columns=list(PLAN_DEVICE_COLUMNS))
     for col in ("predicted_load_s", "measured_span_s", "measured_busy_s"):
         out[col] = out[col].astype(float)
@@ -648,7 +818,9 @@ def _device_comparison(assignment: list[list[str]], loads: list[float], labels: 
         return out, math.nan
     planned_on = {name: labels[d] for d, names in enumerate(assignment) for name in names}
     ran_on = dict(zip(tasks["task"].astype(str), tasks["device"].astype(str), strict=True))
-    moved = float(sum(1 for name, dev in ran_on.items() if name in planned_on and planned_on[name] != dev))
+    moved = float(
+        sum(1 for name, dev in ran_on.items() if name in planned_on and planned_on[name] != dev)
+    )
     return out, moved
 
 
@@ -668,16 +840,24 @@ def plan_tables(sweep: SweepData) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, frames = [], []
     for run in sweep.runs:
         comparison = compare_plan(run.plan, run.tasks)
-        key = {"run": run.name, "group": group_key(run.config) if run.config else "", "devices": run.devices,
-               "repeat": run.repeat}
-        rows.append({**key, "sched": run.config.get("sched", ""), "usable": run.usable, **comparison.row()})
+        key = {
+            "run": run.name,
+            "group": group_key(run.config) if run.config else "",
+            "devices": run.devices,
+            "repeat": run.repeat,
+        }
+        rows.append(
+            {**key, "sched": run.config.get("sched", ""), "usable": run.usable, **comparison.row()}
+        )
         if not comparison.devices.empty:
             frames.append(comparison.devices.assign(**key))
     device_columns = ["run", "group", "devices", "repeat", *PLAN_DEVICE_COLUMNS]
-    per_device = (pd.concat(frames, ignore_index=True)[device_columns] if frames
-                  else pd.DataFrame(columns=device_columns))
+    per_device = (
+        pd.concat(frames, ignore_index=True)[device_columns]
+        if frames
+        else pd.DataFrame(columns=device_columns)
+    )
     return pd.DataFrame(rows), per_device
-
 
 
 # ----------------------------------------------------------------------------- tables
@@ -692,18 +872,27 @@ def threads_label(config: dict[str, Any], meta: dict[str, Any]) -> str:
         return str(threads)
     from greenkd.config import DataThreads
 
-    known = {k: threads.get(k) for k in ("parallel_calls", "max_intra_op_parallelism", "private_threadpool_size")}
+    known = {
+        k: threads.get(k)
+        for k in ("parallel_calls", "max_intra_op_parallelism", "private_threadpool_size")
+    }
     return DataThreads(**known).label
 
 
 def group_key(config: dict[str, Any]) -> str:
     """Every config field but the device count and the output path, canonically."""
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUP_FIELDS}, sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in NOT_GROUP_FIELDS}, sort_keys=True, default=str
+    )
 
 
 def baseline_key(config: dict[str, Any]) -> str:
     """The group key without the scheduler: 1-device runs with equal keys are interchangeable."""
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_BASELINE_FIELDS}, sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in NOT_BASELINE_FIELDS},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def shared_baselines(groups: dict[str, tuple[str, bool]]) -> dict[str, list[str]]:
@@ -725,12 +914,19 @@ def run_table(sweep: SweepData) -> pd.DataFrame:
         s = run.summary or {}
         seconds = s.get("seconds") or {}
         row: dict[str, Any] = {
-            "run": run.name, "status": run.status, "usable": run.usable, "reason": run.reason or "",
-            "notes": "; ".join(run.notes), "group": group_key(run.config) if run.config else "",
+            "run": run.name,
+            "status": run.status,
+            "usable": run.usable,
+            "reason": run.reason or "",
+            "notes": "; ".join(run.notes),
+            "group": group_key(run.config) if run.config else "",
             "baseline_key": baseline_key(run.config) if run.config else "",
-            "devices": run.devices, "repeat": run.repeat,
-            "sched": run.config.get("sched", ""), "threads": threads_label(run.config, run.meta) if run.config else "",
-            "backend": run.config.get("backend", ""), "model": run.config.get("model", ""),
+            "devices": run.devices,
+            "repeat": run.repeat,
+            "sched": run.config.get("sched", ""),
+            "threads": threads_label(run.config, run.meta) if run.config else "",
+            "backend": run.config.get("backend", ""),
+            "model": run.config.get("model", ""),
             "dataset": run.config.get("dataset", ""),
             "device_kind": s.get("device_kind") or run.meta.get("device_kind") or "",
             "wall_s": run.wall_s,
@@ -749,8 +945,15 @@ def run_table(sweep: SweepData) -> pd.DataFrame:
             used = [str(d) for d in run.meta.get("devices") or [] if str(d).startswith("gpu")]
             gpu_util = mean_in_window(run.samples, "utilization", "nvml", used, *window)
         row["cpu_util_pct"], row["gpu_util_pct"] = cpu_util, gpu_util
-        for key in ("teacher_accuracy", "student_accuracy", "student_accuracy_before_finetune",
-                    "teacher_params", "student_params", "teacher_flops", "student_flops"):
+        for key in (
+            "teacher_accuracy",
+            "student_accuracy",
+            "student_accuracy_before_finetune",
+            "teacher_params",
+            "student_params",
+            "teacher_flops",
+            "student_flops",
+        ):
             row[key] = float(s[key]) if _finite(s.get(key)) else math.nan
         row["n_tasks"], row["tasks_makespan_s"], row["makespan_lb_s"] = 0, math.nan, math.nan
         if run.tasks is not None and not run.tasks.empty:
@@ -769,9 +972,18 @@ def group_labels(sweep: SweepData, table: pd.DataFrame) -> pd.Series:
     """A short name per group: scheduler and thread setting, plus any other field that varies."""
     configs = {group_key(r.config): r for r in sweep.runs if r.config}
     varying: list[str] = []
-    fields = sorted({k for r in configs.values() for k in r.config} - set(NOT_GROUP_FIELDS) - {"sched", "data_threads"})
+    fields = sorted(
+        {k for r in configs.values() for k in r.config}
+        - set(NOT_GROUP_FIELDS)
+        - {"sched", "data_threads"}
+    )
     for k in fields:
-        if len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in configs.values()}) > 1:
+        if (
+            len(
+                {json.dumps(r.config.get(k), sort_keys=True, default=str) for r in configs.values()}
+            )
+            > 1
+        ):
             varying.append(k)
     labels = {}
     for key, r in configs.items():
@@ -786,10 +998,12 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
     usable = runs[runs["usable"]]
     borrowed: dict[str, list[str]] = {}
     if "baseline_key" in usable.columns:
-        borrowed = shared_baselines({
-            group: (str(g["baseline_key"].iloc[0]), bool((g["devices"] == 1).any()))
-            for group, g in usable.groupby("group", sort=False)
-        })
+        borrowed = shared_baselines(
+            {
+                group: (str(g["baseline_key"].iloc[0]), bool((g["devices"] == 1).any()))
+                for group, g in usable.groupby("group", sort=False)
+            }
+        )
     rows = []
     for group, g in usable.groupby("group", sort=False):
         first = g.iloc[0]
@@ -806,9 +1020,16 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
             scope = set(gn.loc[gn["energy_node_j"].notna(), "energy_scope"])
             notes: list[str] = []
             row: dict[str, Any] = {
-                "group": group, "label": first["label"], "sched": first["sched"], "threads": first["threads"],
-                "devices": n, "repeats": len(gn), "runs": ", ".join(gn["run"]),
-                "time_s": tn.median(), "time_min_s": tn.min(), "time_max_s": tn.max(),
+                "group": group,
+                "label": first["label"],
+                "sched": first["sched"],
+                "threads": first["threads"],
+                "devices": n,
+                "repeats": len(gn),
+                "runs": ", ".join(gn["run"]),
+                "time_s": tn.median(),
+                "time_min_s": tn.min(),
+                "time_max_s": tn.max(),
                 "energy_j": en.median() if len(en) else math.nan,
                 "energy_min_j": en.min() if len(en) else math.nan,
                 "energy_max_j": en.max() if len(en) else math.nan,
@@ -818,22 +1039,33 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "makespan_lb_s": gn["makespan_lb_s"].median(),
             }
             if n == 1 and len(shared):
-                notes.append("the 1-device run shared by every scheduler (one device runs the tasks in turn)")
+                notes.append(
+                    "the 1-device run shared by every scheduler (one device runs the tasks in turn)"
+                )
             if t1.empty:
                 row.update(speedup=math.nan, speedup_lo=math.nan, speedup_hi=math.nan)
-                notes.append("no complete 1-device run in this group: speedup, greenup and powerup need one")
+                notes.append(
+                    "no complete 1-device run in this group: speedup, greenup and powerup need one"
+                )
             else:
                 row["speedup"] = t1.median() / row["time_s"]
                 row["speedup_lo"], row["speedup_hi"] = t1.min() / tn.max(), t1.max() / tn.min()
             row["efficiency"] = row["speedup"] / n
-            row["efficiency_lo"], row["efficiency_hi"] = row["speedup_lo"] / n, row["speedup_hi"] / n
+            row["efficiency_lo"], row["efficiency_hi"] = (
+                row["speedup_lo"] / n,
+                row["speedup_hi"] / n,
+            )
             row["greenup"] = row["greenup_lo"] = row["greenup_hi"] = row["powerup"] = math.nan
             if not t1.empty:
                 if en.empty or e1.empty:
                     reason = _first(gn["energy_note"]) if en.empty else _first(base["energy_note"])
-                    notes.append(f"energy not measured ({reason})" if reason else "energy not measured")
+                    notes.append(
+                        f"energy not measured ({reason})" if reason else "energy not measured"
+                    )
                 elif len(scope | base_scope) > 1:
-                    notes.append(f"energy scopes differ ({' vs '.join(sorted(base_scope | scope))}): no greenup")
+                    notes.append(
+                        f"energy scopes differ ({' vs '.join(sorted(base_scope | scope))}): no greenup"
+                    )
                 else:
                     row["greenup"] = e1.median() / row["energy_j"]
                     row["greenup_lo"], row["greenup_hi"] = e1.min() / en.max(), e1.max() / en.min()
@@ -842,10 +1074,36 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                         notes.append("energy from the repeats that have it")
             row["note"] = "; ".join(notes)
             rows.append(row)
-    columns = ["group", "label", "sched", "threads", "devices", "repeats", "runs", "time_s", "time_min_s",
-               "time_max_s", "speedup", "speedup_lo", "speedup_hi", "efficiency", "efficiency_lo",
-               "efficiency_hi", "energy_j", "energy_min_j", "energy_max_j", "greenup", "greenup_lo",
-               "greenup_hi", "power_w", "powerup", "energy_scope", "tasks_makespan_s", "makespan_lb_s", "note"]
+    columns = [
+        "group",
+        "label",
+        "sched",
+        "threads",
+        "devices",
+        "repeats",
+        "runs",
+        "time_s",
+        "time_min_s",
+        "time_max_s",
+        "speedup",
+        "speedup_lo",
+        "speedup_hi",
+        "efficiency",
+        "efficiency_lo",
+        "efficiency_hi",
+        "energy_j",
+        "energy_min_j",
+        "energy_max_j",
+        "greenup",
+        "greenup_lo",
+        "greenup_hi",
+        "power_w",
+        "powerup",
+        "energy_scope",
+        "tasks_makespan_s",
+        "makespan_lb_s",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -858,7 +1116,9 @@ def layer_runtimes(sweep: SweepData) -> pd.DataFrame:
         key = group_key(run.config)
         has_one = groups.get(key, ("", False))[1] or run.devices == 1
         groups[key] = (baseline_key(run.config), has_one)
-    borrowers: dict[str, list[str]] = {}  # a group with 1-device runs -> the groups that borrow them
+    borrowers: dict[
+        str, list[str]
+    ] = {}  # a group with 1-device runs -> the groups that borrow them
     for group, owners in shared_baselines(groups).items():
         for owner in owners:
             borrowers.setdefault(owner, []).append(group)
@@ -868,10 +1128,17 @@ def layer_runtimes(sweep: SweepData) -> pd.DataFrame:
         key = group_key(run.config)
         for group in [key, *(borrowers.get(key, []) if run.devices == 1 else [])]:
             t = run.tasks[["task", "index", "device", "seconds"]].copy()
-            t["run"], t["group"], t["devices"], t["repeat"] = run.name, group, run.devices, run.repeat
+            t["run"], t["group"], t["devices"], t["repeat"] = (
+                run.name,
+                group,
+                run.devices,
+                run.repeat,
+            )
             frames.append(t)
     if not frames:
-        return pd.DataFrame(columns=["task", "index", "device", "seconds", "run", "group", "devices", "repeat"])
+        return pd.DataFrame(
+            columns=["task", "index", "device", "seconds", "run", "group", "devices", "repeat"]
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -203,8 +203,11 @@ def distill_command(
         reporter.close()
         cut = [r.name for r in getattr(exc, "partial_results", [])]
         kept = f"; best blocks so far of the tasks cut short: {', '.join(cut)}" if cut else ""
-        typer.echo(f"greenkd: interrupted; finished tasks and summary.json (partial) are in "
-                   f"{cfg.out}{kept}", err=True)
+        typer.echo(
+            f"greenkd: interrupted; finished tasks and summary.json (partial) are in "
+            f"{cfg.out}{kept}",
+            err=True,
+        )
         raise typer.Exit(130) from None
     finally:
         reporter.close()

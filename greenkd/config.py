@@ -274,10 +274,25 @@ DEFAULT_SWEEP_DESCRIPTION = (
     "1 and 2 devices, round robin and bin packing, tf.data autotune and 1 thread."
 )
 # Grid axes and sweep-level settings live in [sweep]; the RunConfig fields they set are not [run] keys.
-_SWEEP_KEYS = ("gpus", "sched", "data_threads", "repeat", "backend", "idle_seconds", "hz",
-               "allow_oversubscribe")
-_NOT_RUN_KEYS = ("gpus", "sched", "data_threads", "backend", "allow_oversubscribe", "out",
-                 "cores_per_device")
+_SWEEP_KEYS = (
+    "gpus",
+    "sched",
+    "data_threads",
+    "repeat",
+    "backend",
+    "idle_seconds",
+    "hz",
+    "allow_oversubscribe",
+)
+_NOT_RUN_KEYS = (
+    "gpus",
+    "sched",
+    "data_threads",
+    "backend",
+    "allow_oversubscribe",
+    "out",
+    "cores_per_device",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -323,19 +338,31 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         checks = [
-            (bool(_NAME.match(self.name)),
-             f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-' (a directory name)"),
-            (bool(self.devices) and min(self.devices) >= 1, f"device counts must be >= 1, got {self.devices}"),
+            (
+                bool(_NAME.match(self.name)),
+                f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-' (a directory name)",
+            ),
+            (
+                bool(self.devices) and min(self.devices) >= 1,
+                f"device counts must be >= 1, got {self.devices}",
+            ),
             (bool(self.scheds), "no scheduler given"),
             (bool(self.data_threads), "no data-threads setting given"),
             (self.repeat >= 1, f"--repeat must be >= 1, got {self.repeat}"),
-            (self.backend in BACKENDS, f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}"),
+            (
+                self.backend in BACKENDS,
+                f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}",
+            ),
             (self.idle_seconds >= 0, f"--idle-seconds must be >= 0, got {self.idle_seconds}"),
             (self.hz > 0, f"--hz must be > 0, got {self.hz}"),
         ]
         for sched in self.scheds:
-            checks.append((sched in SCHEDULERS,
-                           f"unknown scheduler {sched!r}: use one of {', '.join(SCHEDULERS)}"))
+            checks.append(
+                (
+                    sched in SCHEDULERS,
+                    f"unknown scheduler {sched!r}: use one of {', '.join(SCHEDULERS)}",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise GreenkdError(message)
@@ -365,8 +392,13 @@ class SweepSpec:
             changes["scheds"] = tuple(parse_choice_list(sched, SCHEDULERS, what="scheduler"))
         if data_threads is not None:
             changes["data_threads"] = _parse_threads(data_threads)
-        for key, value in (("backend", backend), ("repeat", repeat), ("name", name),
-                           ("idle_seconds", idle_seconds), ("allow_oversubscribe", allow_oversubscribe)):
+        for key, value in (
+            ("backend", backend),
+            ("repeat", repeat),
+            ("name", name),
+            ("idle_seconds", idle_seconds),
+            ("allow_oversubscribe", allow_oversubscribe),
+        ):
             if value is not None:
                 changes[key] = value
         return dataclasses.replace(spec, **changes) if changes else spec
@@ -395,15 +427,21 @@ class SweepSpec:
         """A spec from the TOML layout (also what `to_dict` writes)."""
         unknown = sorted(set(data) - {"name", "description", "sweep", "run"})
         if unknown:
-            raise GreenkdError(f"unknown keys {', '.join(unknown)}: use name, description, [sweep] and [run]")
+            raise GreenkdError(
+                f"unknown keys {', '.join(unknown)}: use name, description, [sweep] and [run]"
+            )
         grid = dict(data.get("sweep") or {})
         run = dict(data.get("run") or {})
         bad = sorted(set(grid) - set(_SWEEP_KEYS))
         if bad:
-            raise GreenkdError(f"unknown [sweep] keys {', '.join(bad)}: use {', '.join(_SWEEP_KEYS)}")
+            raise GreenkdError(
+                f"unknown [sweep] keys {', '.join(bad)}: use {', '.join(_SWEEP_KEYS)}"
+            )
         misplaced = sorted(set(run) & set(_NOT_RUN_KEYS))
         if misplaced:
-            raise GreenkdError(f"set {', '.join(misplaced)} under [sweep], not [run] (the sweep sets them per run)")
+            raise GreenkdError(
+                f"set {', '.join(misplaced)} under [sweep], not [run] (the sweep sets them per run)"
+            )
         values: dict[str, Any] = {
             "name": str(data.get("name") or default_name),
             "description": str(data.get("description") or ""),
@@ -413,11 +451,18 @@ class SweepSpec:
         if "gpus" in grid:
             values["devices"] = tuple(parse_int_list(_as_text(grid["gpus"]), what="gpus"))
         if "sched" in grid:
-            values["scheds"] = tuple(parse_choice_list(_as_text(grid["sched"]), SCHEDULERS, what="scheduler"))
+            values["scheds"] = tuple(
+                parse_choice_list(_as_text(grid["sched"]), SCHEDULERS, what="scheduler")
+            )
         if "data_threads" in grid:
             values["data_threads"] = _parse_threads(grid["data_threads"])
-        for key, kind in (("repeat", int), ("backend", str), ("idle_seconds", float), ("hz", float),
-                          ("allow_oversubscribe", bool)):
+        for key, kind in (
+            ("repeat", int),
+            ("backend", str),
+            ("idle_seconds", float),
+            ("hz", float),
+            ("allow_oversubscribe", bool),
+        ):
             if key in grid:
                 value = grid[key]
                 if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -450,7 +495,9 @@ class SweepSpec:
 
     # ------------------------------------------------------------------ the grid
 
-    def expand(self, sweep_dir: str | Path, *, cores_per_device: int | None = None) -> list[SweepRun]:
+    def expand(
+        self, sweep_dir: str | Path, *, cores_per_device: int | None = None
+    ) -> list[SweepRun]:
         """Every run in order: repeat, threads, device count, scheduler; names like `g2-binpack-t4-r0`.
 
         A 1-device run is the same whatever the scheduler, so it runs once per thread setting
@@ -465,15 +512,31 @@ class SweepSpec:
                 for n in sorted(self.devices):
                     scheds = self.scheds[:1] if n == 1 else self.scheds
                     for sched in scheds:
-                        name = (f"g1-t{token}-r{repeat}" if n == 1
-                                else f"g{n}-{sched}-t{token}-r{repeat}")
-                        config = self.run.replace(
-                            gpus=n, sched=sched, data_threads=threads, backend=self.backend,
-                            allow_oversubscribe=self.allow_oversubscribe,
-                            cores_per_device=cores_per_device, out=str(sweep_dir / name),
+                        name = (
+                            f"g1-t{token}-r{repeat}"
+                            if n == 1
+                            else f"g{n}-{sched}-t{token}-r{repeat}"
                         )
-                        runs.append(SweepRun(name, config, n, sched, threads.label, repeat,
-                                             baseline_for=self.scheds if n == 1 else ()))
+                        config = self.run.replace(
+                            gpus=n,
+                            sched=sched,
+                            data_threads=threads,
+                            backend=self.backend,
+                            allow_oversubscribe=self.allow_oversubscribe,
+                            cores_per_device=cores_per_device,
+                            out=str(sweep_dir / name),
+                        )
+                        runs.append(
+                            SweepRun(
+                                name,
+                                config,
+                                n,
+                                sched,
+                                threads.label,
+                                repeat,
+                                baseline_for=self.scheds if n == 1 else (),
+                            )
+                        )
         return runs
 
 
@@ -516,6 +579,10 @@ def _threads_text(threads: DataThreads) -> str:
     """`autotune` or the number of parallel calls, as flags and TOML write it."""
     if threads == DataThreads():
         return "autotune"
-    if threads.max_intra_op_parallelism == 1 and threads.private_threadpool_size is None and threads.parallel_calls:
+    if (
+        threads.max_intra_op_parallelism == 1
+        and threads.private_threadpool_size is None
+        and threads.parallel_calls
+    ):
         return str(threads.parallel_calls)
     raise GreenkdError(f"a sweep takes data threads 'autotune' or N, not {threads.label!r}")

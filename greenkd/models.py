@@ -208,7 +208,9 @@ def train_teacher(
     # one epoch of linear warm-up, then cosine decay to zero
     warmup = min(steps, steps * cfg.teacher_epochs // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=steps * cfg.teacher_epochs - warmup, warmup_target=teacher_lr(cfg),
+        0.0,
+        decay_steps=steps * cfg.teacher_epochs - warmup,
+        warmup_target=teacher_lr(cfg),
         warmup_steps=warmup,
     )
     model.compile(

@@ -46,8 +46,11 @@ class RichReporter:
         self.console.print(
             f"  {result.name:<24} top-1 {result.accuracy:.3f}  mse {result.mse_start:.3g} -> "
             f"{result.mse_best:.3g}  {result.end - result.start:6.1f} s  {result.device}  {verdict}"
-            + (f"  (fused pass, {result.fused_group.count(',') + 1} tasks)"
-               if result.fused_group else "")
+            + (
+                f"  (fused pass, {result.fused_group.count(',') + 1} tasks)"
+                if result.fused_group
+                else ""
+            )
         )
         if self.progress is not None:
             self.progress.update(self.tasks_bar, advance=1)

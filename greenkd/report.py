@@ -44,16 +44,36 @@ from greenkd.errors import GreenkdError
 
 # One colour per scheduler in every figure; thread settings differ by dash and marker.
 SCHED_COLOURS = {"rr": "#4C78A8", "binpack": "#F58518", "ws": "#54A24B", "opt": "#B279A2"}
-SCHED_NAMES = {"rr": "round robin", "binpack": "bin packing", "ws": "work stealing", "opt": "optimal"}
+SCHED_NAMES = {
+    "rr": "round robin",
+    "binpack": "bin packing",
+    "ws": "work stealing",
+    "opt": "optimal",
+}
 FALLBACK_COLOURS = ["#E45756", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D"]
 DASHES = ["solid", "dash", "dot", "dashdot"]
 SYMBOLS = ["circle", "diamond", "square", "triangle-up"]
-DEVICE_COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D"]
+DEVICE_COLOURS = [
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#B279A2",
+    "#EECA3B",
+    "#9D755D",
+]
 MAX_POINTS = 1500  # per time series; longer ones are averaged into bins to keep the file small
-PLOT_CONFIG = {"displaylogo": False, "responsive": True,
-               "toImageButtonOptions": {"format": "png", "scale": 2}}
+PLOT_CONFIG = {
+    "displaylogo": False,
+    "responsive": True,
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
-TEMPLATE.layout.font = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13}
+TEMPLATE.layout.font = {
+    "family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    "size": 13,
+}
 TEMPLATE.layout.title = {"x": 0.0, "xanchor": "left", "font": {"size": 16}}
 TEMPLATE.layout.margin = {"l": 64, "r": 24, "t": 56, "b": 56}
 TEMPLATE.layout.legend = {"orientation": "h", "y": -0.2, "x": 0.0}
@@ -102,12 +122,18 @@ def write_report(sweep_dir: str | Path, out: str | Path = "reports", *, index: b
     _write_atomic(path, report.html)
     runs, scaling = report.runs, report.scaling
     card = {
-        "sweep": sweep.name, "source": str(Path(sweep_dir).resolve()), "created_ts": sweep.created_ts,
-        "generated_ts": time.time(), "runs": len(runs), "complete": int((runs["status"] == "complete").sum()),
-        "usable": int(runs["usable"].sum()), "figures": len(report.figures),
+        "sweep": sweep.name,
+        "source": str(Path(sweep_dir).resolve()),
+        "created_ts": sweep.created_ts,
+        "generated_ts": time.time(),
+        "runs": len(runs),
+        "complete": int((runs["status"] == "complete").sum()),
+        "usable": int(runs["usable"].sum()),
+        "figures": len(report.figures),
         "devices": sorted({int(n) for n in runs["devices"].dropna()}),
         "groups": list(dict.fromkeys(str(x) for x in runs.loc[runs["usable"], "label"])),
-        "best_speedup": _best(scaling, "speedup"), "best_greenup": _best(scaling, "greenup"),
+        "best_speedup": _best(scaling, "speedup"),
+        "best_greenup": _best(scaling, "greenup"),
     }
     _write_atomic(folder / "report.json", json.dumps(card, indent=2) + "\n")
     if index:
@@ -155,7 +181,11 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
         f"<tbody>{rows}</tbody></table>"
     )
     if problems:
-        body += "<h3>Not reported</h3><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"
+        body += (
+            "<h3>Not reported</h3><ul>"
+            + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+            + "</ul>"
+        )
     body += "</section>"
     path = out / "index.html"
     _write_atomic(path, _page("greenkd reports", body))
@@ -165,7 +195,10 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
 def build_report(sweep: SweepData) -> Report:
     """Analyse a sweep and lay out every section; figures are collected in drawing order."""
     runs = run_table(sweep)
-    runs["label"] = [_display_label(label, sched) for label, sched in zip(runs["label"], runs["sched"], strict=True)]
+    runs["label"] = [
+        _display_label(label, sched)
+        for label, sched in zip(runs["label"], runs["sched"], strict=True)
+    ]
     scaling = scaling_table(runs)
     builder = _Builder()
     kind = _device_kind(runs)
@@ -194,9 +227,18 @@ def build_report(sweep: SweepData) -> Report:
 
 # ----------------------------------------------------------------------------- sections
 
-_NAV = [("scaling", "Scaling"), ("energy", "Energy"), ("phases", "Phases"), ("layers", "Layers"),
-        ("allocation", "Allocation"), ("prediction", "Predicted vs measured"), ("timeline", "Power &amp; utilisation"), ("accuracy", "Accuracy"),
-        ("machine", "Machine &amp; sensors"), ("runs", "Runs")]
+_NAV = [
+    ("scaling", "Scaling"),
+    ("energy", "Energy"),
+    ("phases", "Phases"),
+    ("layers", "Layers"),
+    ("allocation", "Allocation"),
+    ("prediction", "Predicted vs measured"),
+    ("timeline", "Power &amp; utilisation"),
+    ("accuracy", "Accuracy"),
+    ("machine", "Machine &amp; sensors"),
+    ("runs", "Runs"),
+]
 
 
 def _place_legend(fig: go.Figure, height: int) -> None:
@@ -227,10 +269,19 @@ class _Builder:
         _place_legend(fig, height)
         first = not self.figures
         self.figures.append(fig)
-        return "<div class='fig'>" + pio.to_html(
-            fig, full_html=False, include_plotlyjs=first, config=PLOT_CONFIG,
-            div_id=f"fig-{len(self.figures)}", default_height=f"{height}px", default_width="100%",
-        ) + "</div>"
+        return (
+            "<div class='fig'>"
+            + pio.to_html(
+                fig,
+                full_html=False,
+                include_plotlyjs=first,
+                config=PLOT_CONFIG,
+                div_id=f"fig-{len(self.figures)}",
+                default_height=f"{height}px",
+                default_width="100%",
+            )
+            + "</div>"
+        )
 
 
 def _header(sweep: SweepData, runs: pd.DataFrame, scaling: pd.DataFrame, unit: str) -> str:
@@ -244,41 +295,73 @@ def _header(sweep: SweepData, runs: pd.DataFrame, scaling: pd.DataFrame, unit: s
     best = best[best["devices"] > 1]
     if not best.empty:
         b = best.loc[best["speedup"].idxmax()]
-        cards.append(_card("best speedup", f"{b['speedup']:.2f}×",
-                           f"{b['label']}, {int(b['devices'])} {unit}, efficiency {b['efficiency']:.2f}"))
+        cards.append(
+            _card(
+                "best speedup",
+                f"{b['speedup']:.2f}×",
+                f"{b['label']}, {int(b['devices'])} {unit}, efficiency {b['efficiency']:.2f}",
+            )
+        )
     green = scaling.dropna(subset=["greenup"])
     green = green[green["devices"] > 1]
     if not green.empty:
         g = green.loc[green["greenup"].idxmax()]
         saving = 1 - 1 / g["greenup"]
-        cards.append(_card("best greenup", f"{g['greenup']:.2f}×",
-                           f"{g['label']}, {int(g['devices'])} {unit}: {saving:.0%} less energy"))
+        cards.append(
+            _card(
+                "best greenup",
+                f"{g['greenup']:.2f}×",
+                f"{g['label']}, {int(g['devices'])} {unit}: {saving:.0%} less energy",
+            )
+        )
     elif not usable.empty:
-        cards.append(_card("energy", "not measured", _first_text(usable["energy_note"]) or "no energy samples"))
+        cards.append(
+            _card(
+                "energy", "not measured", _first_text(usable["energy_note"]) or "no energy samples"
+            )
+        )
     acc = usable.dropna(subset=["teacher_accuracy", "student_accuracy"])
     if not acc.empty:
         change = (acc["student_accuracy"] - acc["teacher_accuracy"]).median() * 100
-        cards.append(_card("top-1 accuracy", f"{acc['student_accuracy'].median():.2%}",
-                           f"student (median); teacher {acc['teacher_accuracy'].median():.2%}, {change:+.2f} points"))
+        cards.append(
+            _card(
+                "top-1 accuracy",
+                f"{acc['student_accuracy'].median():.2%}",
+                f"student (median); teacher {acc['teacher_accuracy'].median():.2%}, {change:+.2f} points",
+            )
+        )
     cards.append(_card("runs", f"{len(usable)} / {len(runs)}", f"usable / total ({status})"))
-    sub = " · ".join(x for x in (
-        f"started {_when(sweep.created_ts)}" if sweep.created_ts else "",
-        f"host {', '.join(hosts)}" if hosts else "", f"model {', '.join(models)}" if models else "",
-        f"devices: {unit}",
-    ) if x)
+    sub = " · ".join(
+        x
+        for x in (
+            f"started {_when(sweep.created_ts)}" if sweep.created_ts else "",
+            f"host {', '.join(hosts)}" if hosts else "",
+            f"model {', '.join(models)}" if models else "",
+            f"devices: {unit}",
+        )
+        if x
+    )
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in sweep.notes)
-    return (f"<header><h1>Sweep <code>{html.escape(sweep.name)}</code></h1><p class='sub'>{html.escape(sub)}</p>"
-            f"<div class='cards'>{''.join(cards)}</div>{notes}</header>")
+    return (
+        f"<header><h1>Sweep <code>{html.escape(sweep.name)}</code></h1><p class='sub'>{html.escape(sub)}</p>"
+        f"<div class='cards'>{''.join(cards)}</div>{notes}</header>"
+    )
 
 
-def _scaling_section(b: _Builder, scaling: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str) -> str:
-    intro = ("Speedup T<sub>1</sub>/T<sub>n</sub> and efficiency speedup/n of whole runs, per scheduler "
-             "(colour) and tf.data thread setting (dash), against the ideal (paper Fig. 5a/b, 6a/b). "
-             "Whiskers span the best and worst repeat.")
+def _scaling_section(
+    b: _Builder, scaling: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str
+) -> str:
+    intro = (
+        "Speedup T<sub>1</sub>/T<sub>n</sub> and efficiency speedup/n of whole runs, per scheduler "
+        "(colour) and tf.data thread setting (dash), against the ideal (paper Fig. 5a/b, 6a/b). "
+        "Whiskers span the best and worst repeat."
+    )
     ok = scaling.dropna(subset=["speedup"])
     if ok.empty:
         reason = _first_text(scaling["note"]) or "no usable run"
-        return _section("scaling", "Speedup and efficiency", intro, _notice(f"No speedup: {reason}."))
+        return _section(
+            "scaling", "Speedup and efficiency", intro, _notice(f"No speedup: {reason}.")
+        )
     max_n = int(ok["devices"].max())
     figs = []
     for metric, title, ytitle, ideal in (
@@ -287,99 +370,194 @@ def _scaling_section(b: _Builder, scaling: pd.DataFrame, style: dict[str, dict[s
     ):
         fig = go.Figure()
         xs = list(range(1, max_n + 1))
-        fig.add_trace(go.Scatter(x=xs, y=[ideal(n) for n in xs], mode="lines", name="ideal",
-                                 line={"color": "#9aa0a6", "dash": "dash", "width": 1.5}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[ideal(n) for n in xs],
+                mode="lines",
+                name="ideal",
+                line={"color": "#9aa0a6", "dash": "dash", "width": 1.5},
+            )
+        )
         for group, g in ok.groupby("group", sort=False):
             s = style[group]
             g = g.sort_values("devices")
             err = None
             if (g["repeats"] > 1).any():
-                err = {"type": "data", "symmetric": False, "array": g[f"{metric}_hi"] - g[metric],
-                       "arrayminus": g[metric] - g[f"{metric}_lo"], "thickness": 1.2, "width": 4}
-            fig.add_trace(go.Scatter(
-                x=g["devices"], y=g[metric], mode="lines+markers", name=s["label"], error_y=err,
-                line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
-                marker={"symbol": s["symbol"], "size": 9},
-                customdata=np.stack([g["time_s"], g["repeats"]], axis=-1),
-                hovertemplate=(f"{s['label']}<br>%{{x}} {unit}: {metric} %{{y:.3f}}"
-                               "<br>median time %{customdata[0]:.1f} s over %{customdata[1]} run(s)<extra></extra>"),
-            ))
+                err = {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": g[f"{metric}_hi"] - g[metric],
+                    "arrayminus": g[metric] - g[f"{metric}_lo"],
+                    "thickness": 1.2,
+                    "width": 4,
+                }
+            fig.add_trace(
+                go.Scatter(
+                    x=g["devices"],
+                    y=g[metric],
+                    mode="lines+markers",
+                    name=s["label"],
+                    error_y=err,
+                    line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
+                    marker={"symbol": s["symbol"], "size": 9},
+                    customdata=np.stack([g["time_s"], g["repeats"]], axis=-1),
+                    hovertemplate=(
+                        f"{s['label']}<br>%{{x}} {unit}: {metric} %{{y:.3f}}"
+                        "<br>median time %{customdata[0]:.1f} s over %{customdata[1]} run(s)<extra></extra>"
+                    ),
+                )
+            )
         fig.update_layout(title=title, xaxis_title=f"devices ({unit})", yaxis_title=ytitle)
         fig.update_xaxes(tickmode="array", tickvals=xs)
         if metric == "efficiency":
             fig.update_yaxes(rangemode="tozero")
         figs.append(b.div(fig, 440))
-    table = _table(scaling, [
-        ("label", "group", str), ("devices", "n", _int), ("repeats", "runs", _int),
-        ("time_s", "time (s)", lambda v: f"{v:,.1f}"), (("time_min_s", "time_max_s"), "range (s)", _range1),
-        ("speedup", "speedup", _f2), ("efficiency", "efficiency", _f2),
-        ("makespan_lb_s", "task makespan bound (s)", _f1), ("tasks_makespan_s", "task makespan (s)", _f1),
-        ("note", "note", str),
-    ])
-    expl = ("<p class='hint'>The task makespan bound is max(Σ task seconds / n, longest task) from tasks.csv: "
-            "no schedule of those tasks ends sooner. A group without a complete 1-device run has no baseline, "
-            "so no speedup (never a guess).</p>")
-    return _section("scaling", "Speedup and efficiency", intro, f"<div class='grid2'>{''.join(figs)}</div>" + table + expl)
+    table = _table(
+        scaling,
+        [
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("repeats", "runs", _int),
+            ("time_s", "time (s)", lambda v: f"{v:,.1f}"),
+            (("time_min_s", "time_max_s"), "range (s)", _range1),
+            ("speedup", "speedup", _f2),
+            ("efficiency", "efficiency", _f2),
+            ("makespan_lb_s", "task makespan bound (s)", _f1),
+            ("tasks_makespan_s", "task makespan (s)", _f1),
+            ("note", "note", str),
+        ],
+    )
+    expl = (
+        "<p class='hint'>The task makespan bound is max(Σ task seconds / n, longest task) from tasks.csv: "
+        "no schedule of those tasks ends sooner. A group without a complete 1-device run has no baseline, "
+        "so no speedup (never a guess).</p>"
+    )
+    return _section(
+        "scaling",
+        "Speedup and efficiency",
+        intro,
+        f"<div class='grid2'>{''.join(figs)}</div>" + table + expl,
+    )
 
 
-def _energy_section(b: _Builder, runs: pd.DataFrame, scaling: pd.DataFrame, style: dict[str, dict[str, Any]],
-                    unit: str) -> str:
-    intro = ("Energy of whole runs, node total = CPU packages + every GPU of the node (idle GPUs burn energy "
-             "too); greenup E<sub>1</sub>/E<sub>n</sub> (paper eq. 7, Table 9), powerup P<sub>n</sub>/P<sub>1</sub>. "
-             "CPU cores are a sub-domain of their package and are shown, not added.")
+def _energy_section(
+    b: _Builder,
+    runs: pd.DataFrame,
+    scaling: pd.DataFrame,
+    style: dict[str, dict[str, Any]],
+    unit: str,
+) -> str:
+    intro = (
+        "Energy of whole runs, node total = CPU packages + every GPU of the node (idle GPUs burn energy "
+        "too); greenup E<sub>1</sub>/E<sub>n</sub> (paper eq. 7, Table 9), powerup P<sub>n</sub>/P<sub>1</sub>. "
+        "CPU cores are a sub-domain of their package and are shown, not added."
+    )
     usable = runs[runs["usable"]]
     if usable.empty:
         return _section("energy", "Energy and greenup", intro, _notice("No usable run."))
-    per_run = usable.groupby(["group", "devices"], sort=False).agg(
-        cpu_package_j=("cpu_package_j", "median"), cpu_cores_j=("cpu_cores_j", "median"),
-        gpu_used_j=("gpu_used_j", "median"), gpu_node_j=("gpu_node_j", "median"),
-        cpu_util_pct=("cpu_util_pct", "median"), gpu_util_pct=("gpu_util_pct", "median"),
-        energy_source=("energy_source", "first"), energy_note=("energy_note", "first"),
-    ).reset_index()
+    per_run = (
+        usable.groupby(["group", "devices"], sort=False)
+        .agg(
+            cpu_package_j=("cpu_package_j", "median"),
+            cpu_cores_j=("cpu_cores_j", "median"),
+            gpu_used_j=("gpu_used_j", "median"),
+            gpu_node_j=("gpu_node_j", "median"),
+            cpu_util_pct=("cpu_util_pct", "median"),
+            gpu_util_pct=("gpu_util_pct", "median"),
+            energy_source=("energy_source", "first"),
+            energy_note=("energy_note", "first"),
+        )
+        .reset_index()
+    )
     table_df = scaling.merge(per_run, on=["group", "devices"], how="left")
     body = ""
     green = scaling.dropna(subset=["greenup"])
     if not green.empty:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("Greenup E₁ / Eₙ", "Powerup Pₙ / P₁"),
-                            horizontal_spacing=0.1)
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            subplot_titles=("Greenup E₁ / Eₙ", "Powerup Pₙ / P₁"),
+            horizontal_spacing=0.1,
+        )
         for group, g in green.groupby("group", sort=False):
             s = style[group]
             g = g.sort_values("devices")
             for col, metric in ((1, "greenup"), (2, "powerup")):
-                fig.add_trace(go.Scatter(
-                    x=g["devices"], y=g[metric], mode="lines+markers", name=s["label"], legendgroup=group,
-                    showlegend=col == 1, line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
-                    marker={"symbol": s["symbol"], "size": 9},
-                    hovertemplate=f"{s['label']}<br>%{{x}} {unit}: {metric} %{{y:.3f}}<extra></extra>",
-                ), row=1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=g["devices"],
+                        y=g[metric],
+                        mode="lines+markers",
+                        name=s["label"],
+                        legendgroup=group,
+                        showlegend=col == 1,
+                        line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
+                        marker={"symbol": s["symbol"], "size": 9},
+                        hovertemplate=f"{s['label']}<br>%{{x}} {unit}: {metric} %{{y:.3f}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
         fig.add_hline(y=1, line={"color": "#9aa0a6", "dash": "dash", "width": 1})
-        fig.update_xaxes(title_text=f"devices ({unit})", tickmode="array",
-                         tickvals=sorted(green["devices"].unique()))
+        fig.update_xaxes(
+            title_text=f"devices ({unit})",
+            tickmode="array",
+            tickvals=sorted(green["devices"].unique()),
+        )
         fig.update_yaxes(title_text="greenup (×)", row=1, col=1)
         fig.update_yaxes(title_text="powerup (×)", row=1, col=2)
         fig.update_layout(title="Energy savings and power cost of parallelism", margin={"t": 90})
         body += b.div(fig, 420)
     else:
-        reason = _first_text(usable["energy_note"]) or _first_text(scaling["note"]) or "no energy samples"
+        reason = (
+            _first_text(usable["energy_note"])
+            or _first_text(scaling["note"])
+            or "no energy samples"
+        )
         body += _notice(f"No greenup: {reason}.")
     if usable["energy_node_j"].isna().all():
-        return _section("energy", "Energy and greenup", intro, body + (
-            "<p class='hint'>Time, and utilisation where /proc/stat was sampled, are in the other sections; "
-            "the sensors missing and their fixes are under Machine and sensors.</p>"))
+        return _section(
+            "energy",
+            "Energy and greenup",
+            intro,
+            body
+            + (
+                "<p class='hint'>Time, and utilisation where /proc/stat was sampled, are in the other sections; "
+                "the sensors missing and their fixes are under Machine and sensors.</p>"
+            ),
+        )
     kj = lambda v: f"{v / 1e3:,.2f}"  # noqa: E731
-    body += "<h3>Energy and greenup (Table 9)</h3>" + _table(table_df, [
-        ("label", "group", str), ("devices", "n", _int), ("repeats", "runs", _int), ("time_s", "time (s)", _f1),
-        ("energy_j", "node energy (kJ)", kj), (("energy_min_j", "energy_max_j"), "range (kJ)", _range_kj),
-        ("power_w", "avg power (W)", _f1), ("greenup", "greenup", _f2), ("powerup", "powerup", _f2),
-        ("note", "note", str),
-    ])
-    body += "<h3>By domain (medians)</h3>" + _table(table_df, [
-        ("label", "group", str), ("devices", "n", _int),
-        ("cpu_package_j", "CPU packages (kJ)", kj), ("cpu_cores_j", "of which cores (kJ)", kj),
-        ("gpu_used_j", "GPUs used (kJ)", kj), ("gpu_node_j", "all GPUs (kJ)", kj),
-        ("cpu_util_pct", "CPU util (%)", _f1), ("gpu_util_pct", "GPU util (%)", _f1),
-        ("energy_scope", "node total covers", str), ("energy_source", "energy from", str),
-    ])
+    body += "<h3>Energy and greenup (Table 9)</h3>" + _table(
+        table_df,
+        [
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("repeats", "runs", _int),
+            ("time_s", "time (s)", _f1),
+            ("energy_j", "node energy (kJ)", kj),
+            (("energy_min_j", "energy_max_j"), "range (kJ)", _range_kj),
+            ("power_w", "avg power (W)", _f1),
+            ("greenup", "greenup", _f2),
+            ("powerup", "powerup", _f2),
+            ("note", "note", str),
+        ],
+    )
+    body += "<h3>By domain (medians)</h3>" + _table(
+        table_df,
+        [
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("cpu_package_j", "CPU packages (kJ)", kj),
+            ("cpu_cores_j", "of which cores (kJ)", kj),
+            ("gpu_used_j", "GPUs used (kJ)", kj),
+            ("gpu_node_j", "all GPUs (kJ)", kj),
+            ("cpu_util_pct", "CPU util (%)", _f1),
+            ("gpu_util_pct", "GPU util (%)", _f1),
+            ("energy_scope", "node total covers", str),
+            ("energy_source", "energy from", str),
+        ],
+    )
     return _section("energy", "Energy and greenup", intro, body)
 
 
@@ -388,48 +566,91 @@ def _phase_section(b: _Builder, runs: pd.DataFrame, sched_of: dict[str, str]) ->
     usable = runs[runs["usable"]].sort_values(["label", "devices", "repeat"])
     if usable.empty:
         return _section("phases", "Time by phase", intro, _notice("No usable run."))
-    names = [f"{r.label} · n={r.devices}" + (f" · #{r.repeat}" if r.repeat else "") for r in usable.itertuples()]
+    names = [
+        f"{r.label} · n={r.devices}" + (f" · #{r.repeat}" if r.repeat else "")
+        for r in usable.itertuples()
+    ]
     fig = go.Figure()
     colours = {"setup": "#9aa0a6", "tasks": "#4C78A8", "assemble": "#B279A2", "finetune": "#54A24B"}
     for phase, colour in colours.items():
-        fig.add_trace(go.Bar(y=names, x=usable[f"{phase}_s"], name=phase, orientation="h",
-                             marker_color=colour, hovertemplate=f"%{{y}}<br>{phase}: %{{x:.1f}} s<extra></extra>"))
-    fig.update_layout(barmode="stack", title="Time by phase per run", xaxis_title="seconds (s)",
-                      yaxis={"autorange": "reversed"})
+        fig.add_trace(
+            go.Bar(
+                y=names,
+                x=usable[f"{phase}_s"],
+                name=phase,
+                orientation="h",
+                marker_color=colour,
+                hovertemplate=f"%{{y}}<br>{phase}: %{{x:.1f}} s<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        title="Time by phase per run",
+        xaxis_title="seconds (s)",
+        yaxis={"autorange": "reversed"},
+    )
     return _section("phases", "Time by phase", intro, b.div(fig, max(320, 110 + 26 * len(names))))
 
 
 def _layer_section(b: _Builder, sweep: SweepData, label_of: dict[str, str], unit: str) -> str:
-    intro = ("Runtime of every layer task in model order, one line per device count (paper Fig. 5c/d): "
-             "if layers slow down as devices are added, the devices contend for the CPU (tf.data threads).")
+    intro = (
+        "Runtime of every layer task in model order, one line per device count (paper Fig. 5c/d): "
+        "if layers slow down as devices are added, the devices contend for the CPU (tf.data threads)."
+    )
     layers = layer_runtimes(sweep)
     if layers.empty:
-        return _section("layers", "Per-layer runtime", intro, _notice("No usable run has tasks.csv."))
+        return _section(
+            "layers", "Per-layer runtime", intro, _notice("No usable run has tasks.csv.")
+        )
     divs = []
     for group, g in layers.groupby("group", sort=False):
-        med = g.groupby(["devices", "index"]).agg(seconds=("seconds", "median"), task=("task", "first")).reset_index()
+        med = (
+            g.groupby(["devices", "index"])
+            .agg(seconds=("seconds", "median"), task=("task", "first"))
+            .reset_index()
+        )
         fig = go.Figure()
         for i, (n, gn) in enumerate(med.groupby("devices")):
-            fig.add_trace(go.Scatter(
-                x=gn["index"], y=gn["seconds"], mode="lines+markers", name=_count(int(n), unit),
-                line={"color": DEVICE_COLOURS[i % len(DEVICE_COLOURS)], "width": 2}, marker={"size": 6},
-                customdata=gn["task"], hovertemplate=f"{_count(int(n), unit)}<br>#%{{x}} %{{customdata}}: %{{y:.1f}} s<extra></extra>",
-            ))
-        fig.update_layout(title=f"Layer runtimes · {label_of.get(group, '')}", xaxis_title="layer position in the model",
-                          yaxis_title="runtime (s)")
+            fig.add_trace(
+                go.Scatter(
+                    x=gn["index"],
+                    y=gn["seconds"],
+                    mode="lines+markers",
+                    name=_count(int(n), unit),
+                    line={"color": DEVICE_COLOURS[i % len(DEVICE_COLOURS)], "width": 2},
+                    marker={"size": 6},
+                    customdata=gn["task"],
+                    hovertemplate=f"{_count(int(n), unit)}<br>#%{{x}} %{{customdata}}: %{{y:.1f}} s<extra></extra>",
+                )
+            )
+        fig.update_layout(
+            title=f"Layer runtimes · {label_of.get(group, '')}",
+            xaxis_title="layer position in the model",
+            yaxis_title="runtime (s)",
+        )
         fig.update_yaxes(rangemode="tozero")
         divs.append(b.div(fig, 400))
-    return _section("layers", "Per-layer runtime", intro, f"<div class='grid2'>{''.join(divs)}</div>")
+    return _section(
+        "layers", "Per-layer runtime", intro, f"<div class='grid2'>{''.join(divs)}</div>"
+    )
 
 
-def _gantt_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: dict[str, str], unit: str) -> str:
-    intro = ("Which device ran which layer task, and when, at each group's largest device count (paper Fig. 6c/d); "
-             "each bar is labelled with its runtime in seconds. The dashed line is the makespan lower bound "
-             "max(Σ/n, longest task); the gap to the last bar is what scheduling could still win.")
+def _gantt_section(
+    b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: dict[str, str], unit: str
+) -> str:
+    intro = (
+        "Which device ran which layer task, and when, at each group's largest device count (paper Fig. 6c/d); "
+        "each bar is labelled with its runtime in seconds. The dashed line is the makespan lower bound "
+        "max(Σ/n, longest task); the gap to the last bar is what scheduling could still win."
+    )
     divs, notes = [], []
     picked = _largest_runs(sweep, runs)
     # One time axis for every chart, so that allocations compare at a glance (Fig. 6c against 6d).
-    spans = [r.tasks["end"].max() - r.tasks["start"].min() for r in picked if r.tasks is not None and len(r.tasks)]
+    spans = [
+        r.tasks["end"].max() - r.tasks["start"].min()
+        for r in picked
+        if r.tasks is not None and len(r.tasks)
+    ]
     x_max = max(spans, default=0) * 1.04
     for run in picked:
         tasks = run.tasks
@@ -441,7 +662,9 @@ def _gantt_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: 
         fig = go.Figure()
         ordered = tasks.sort_values("index")
         energy = task_energy(ordered, run.samples)
-        depth = (ordered["index"] / max(len(ordered) - 1, 1)).to_numpy()  # colour by position in the model
+        depth = (
+            ordered["index"] / max(len(ordered) - 1, 1)
+        ).to_numpy()  # colour by position in the model
         hover = []
         for r, (_, e) in zip(ordered.itertuples(), energy.iterrows(), strict=True):
             text = f"{r.task} (#{r.index})<br>{r.device}: {r.start - t0:.1f}–{r.end - t0:.1f} s<br>{r.seconds:.1f} s"
@@ -450,40 +673,76 @@ def _gantt_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: 
                 if not math.isnan(e["gpu_energy_j"]):
                     text += f" (GPU {e['gpu_energy_j'] / 1e3:.2f} + CPU share {e['cpu_energy_j'] / 1e3:.2f})"
             hover.append(text)
-        fig.add_trace(go.Bar(
-            y=ordered["device"], x=ordered["seconds"], base=ordered["start"] - t0, orientation="h",
-            showlegend=False, name="tasks",
-            marker={"color": [_viridis(d) for d in depth], "line": {"color": "white", "width": 1}},
-            text=[f"{v:.0f}" for v in ordered["seconds"]], textposition="inside", insidetextanchor="middle",
-            textfont={"color": ["white" if d < 0.6 else "#222" for d in depth]},
-            hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
-        ))
-        if has_fused_passes(tasks):  # one pass per device: its tasks have no separate times to bound
-            notes.append(f"{run.name}: fused passes (each device's tasks ran together): no makespan bound")
+        fig.add_trace(
+            go.Bar(
+                y=ordered["device"],
+                x=ordered["seconds"],
+                base=ordered["start"] - t0,
+                orientation="h",
+                showlegend=False,
+                name="tasks",
+                marker={
+                    "color": [_viridis(d) for d in depth],
+                    "line": {"color": "white", "width": 1},
+                },
+                text=[f"{v:.0f}" for v in ordered["seconds"]],
+                textposition="inside",
+                insidetextanchor="middle",
+                textfont={"color": ["white" if d < 0.6 else "#222" for d in depth]},
+                hovertext=hover,
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+        if has_fused_passes(
+            tasks
+        ):  # one pass per device: its tasks have no separate times to bound
+            notes.append(
+                f"{run.name}: fused passes (each device's tasks ran together): no makespan bound"
+            )
         else:
             bound = makespan_lower_bound(tasks["seconds"], run.devices or len(devices))
-            fig.add_vline(x=bound, line={"color": "#444", "dash": "dash", "width": 1.5},
-                          annotation_text=f"bound {bound:.0f} s", annotation_position="top")
+            fig.add_vline(
+                x=bound,
+                line={"color": "#444", "dash": "dash", "width": 1.5},
+                annotation_text=f"bound {bound:.0f} s",
+                annotation_position="top",
+            )
         load = device_load(tasks)
-        busy = ", ".join(f"{d}: {s:.0f} s" for d, s in zip(load["device"], load["busy_s"], strict=True))
+        busy = ", ".join(
+            f"{d}: {s:.0f} s" for d, s in zip(load["device"], load["busy_s"], strict=True)
+        )
         fig.update_layout(
             title=f"Task allocation · {label_of.get(group_key(run.config), '')} · {_count(run.devices or 0, unit)}",
-            xaxis_title="time since first task (s)", yaxis_title="device", barmode="overlay", bargap=0.25,
-            yaxis={"categoryorder": "array", "categoryarray": devices[::-1]}, xaxis={"range": [0, x_max]},
+            xaxis_title="time since first task (s)",
+            yaxis_title="device",
+            barmode="overlay",
+            bargap=0.25,
+            yaxis={"categoryorder": "array", "categoryarray": devices[::-1]},
+            xaxis={"range": [0, x_max]},
         )
-        divs.append("<div>" + b.div(fig, max(260, 150 + 48 * len(devices)))
-                    + f"<p class='hint'>busy time per device: {html.escape(busy)}</p></div>")
-    body = f"<div class='grid2'>{''.join(divs)}</div>" if divs else _notice("No usable run has tasks.csv.")
+        divs.append(
+            "<div>"
+            + b.div(fig, max(260, 150 + 48 * len(devices)))
+            + f"<p class='hint'>busy time per device: {html.escape(busy)}</p></div>"
+        )
+    body = (
+        f"<div class='grid2'>{''.join(divs)}</div>"
+        if divs
+        else _notice("No usable run has tasks.csv.")
+    )
     body += "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     return _section("allocation", "Task allocation", intro, body)
 
 
-def _prediction_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, style: dict[str, dict[str, Any]],
-                        unit: str) -> str:
-    intro = ("The schedule greenkd predicted before the tasks ran (plan.json: its cost model's seconds per task, "
-             "summed per device by the scheduler) against what tasks.csv measured. Measured makespan: first task "
-             "start to last task end; per device, span is its first start to its last end and busy its task "
-             "seconds (a fused pass once). Ratios are measured / predicted: above 1, slower than predicted.")
+def _prediction_section(
+    b: _Builder, sweep: SweepData, runs: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str
+) -> str:
+    intro = (
+        "The schedule greenkd predicted before the tasks ran (plan.json: its cost model's seconds per task, "
+        "summed per device by the scheduler) against what tasks.csv measured. Measured makespan: first task "
+        "start to last task end; per device, span is its first start to its last end and busy its task "
+        "seconds (a fused pass once). Ratios are measured / predicted: above 1, slower than predicted."
+    )
     plans, devices = plan_tables(sweep)
     plans = plans.merge(runs[["run", "label", "threads"]], on="run", how="left")
     usable = plans[plans["usable"] & plans["group"].isin(list(style))]
@@ -492,26 +751,52 @@ def _prediction_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, style
     compared = usable.dropna(subset=["makespan_ratio"])
     if compared.empty:
         reason = _first_text(usable["plan_reason"]) or "no run has a predicted makespan"
-        return _section("prediction", "Predicted vs measured", intro, _notice(f"No prediction to compare: {reason}."))
+        return _section(
+            "prediction",
+            "Predicted vs measured",
+            intro,
+            _notice(f"No prediction to compare: {reason}."),
+        )
     order = {g: i for i, g in enumerate(dict.fromkeys(runs["group"]))}
-    usable = usable.sort_values(["group", "devices", "repeat"], key=lambda c: c.map(order) if c.name == "group" else c)
-    figs = [b.div(_makespan_figure(compared, style, unit), 460), b.div(_ratio_figure(compared, style, unit), 460)]
+    usable = usable.sort_values(
+        ["group", "devices", "repeat"], key=lambda c: c.map(order) if c.name == "group" else c
+    )
+    figs = [
+        b.div(_makespan_figure(compared, style, unit), 460),
+        b.div(_ratio_figure(compared, style, unit), 460),
+    ]
     figs += _load_figures(b, sweep, runs, devices, style, unit)
-    table = _table(usable.assign(note=[r or n for r, n in zip(usable["plan_reason"], usable["plan_note"], strict=True)],
-                                 mode=usable["fused"].map({True: "fused", False: "independent"})), [
-        ("label", "group", str), ("devices", "n", _int), ("run", "run", str), ("cost_source", "costs from", str), ("mode", "mode", str),
-        ("predicted_makespan_s", "predicted makespan (s)", _f1), ("measured_makespan_s", "measured makespan (s)", _f1),
-        ("makespan_ratio", "measured / predicted", _ratio), ("plan_bound_s", "predicted bound (s)", _f1),
-        ("moved_tasks", "tasks moved", _int), ("note", "note", str),
-    ])
+    table = _table(
+        usable.assign(
+            note=[r or n for r, n in zip(usable["plan_reason"], usable["plan_note"], strict=True)],
+            mode=usable["fused"].map({True: "fused", False: "independent"}),
+        ),
+        [
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("run", "run", str),
+            ("cost_source", "costs from", str),
+            ("mode", "mode", str),
+            ("predicted_makespan_s", "predicted makespan (s)", _f1),
+            ("measured_makespan_s", "measured makespan (s)", _f1),
+            ("makespan_ratio", "measured / predicted", _ratio),
+            ("plan_bound_s", "predicted bound (s)", _f1),
+            ("moved_tasks", "tasks moved", _int),
+            ("note", "note", str),
+        ],
+    )
     body = f"<div class='grid2'>{''.join(figs)}</div>" + table
-    body += ("<p class='hint'>costs from: store (times measured by earlier runs on this hardware), timings-file, "
-             "calibration (a few timed steps) or analytic (FLOPs at a nominal rate: right in shape, not in "
-             "seconds). The predicted bound is max(Σ/n, longest task) on the predicted costs.</p>")
+    body += (
+        "<p class='hint'>costs from: store (times measured by earlier runs on this hardware), timings-file, "
+        "calibration (a few timed steps) or analytic (FLOPs at a nominal rate: right in shape, not in "
+        "seconds). The predicted bound is max(Σ/n, longest task) on the predicted costs.</p>"
+    )
     return _section("prediction", "Predicted vs measured", intro, body)
 
 
-def _makespan_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str) -> go.Figure:
+def _makespan_figure(
+    compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit: str
+) -> go.Figure:
     """One point per run, predicted makespan against measured, around the ideal y = x."""
     values = pd.concat([compared["predicted_makespan_s"], compared["measured_makespan_s"]])
     values = values[values > 0]
@@ -520,25 +805,59 @@ def _makespan_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], u
     lo, hi = (values.min() / 1.5, values.max() * 1.5) if log else (0.0, values.max() * 1.08)
     several_sources = compared["cost_source"].nunique() > 1
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="ideal (measured = predicted)",
-                             line={"color": "#9aa0a6", "dash": "dash", "width": 1.5}, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi],
+            y=[lo, hi],
+            mode="lines",
+            name="ideal (measured = predicted)",
+            line={"color": "#9aa0a6", "dash": "dash", "width": 1.5},
+            hoverinfo="skip",
+        )
+    )
     for group, g in compared.groupby("group", sort=False):
         s = style[group]
-        text = [f"n={int(n)}" + (f" · {src}" if several_sources else "")
-                for n, src in zip(g["devices"], g["cost_source"], strict=True)]
-        fig.add_trace(go.Scatter(
-            x=g["predicted_makespan_s"], y=g["measured_makespan_s"], mode="markers+text", name=s["label"],
-            text=text, textposition="middle right", textfont={"size": 11, "color": s["colour"]},
-            marker={"symbol": s["symbol"], "size": 10, "color": s["colour"], "line": {"color": "white", "width": 1}},
-            customdata=np.stack([g["run"], g["cost_source"], g["makespan_ratio"],
-                                 g["fused"].map({True: "fused", False: "independent"}).fillna("—"),
-                                 g["devices"].astype(int)], axis=-1),
-            hovertemplate=(f"{s['label']} · %{{customdata[4]}} {unit}<br>run %{{customdata[0]}}<br>predicted "
-                           "%{x:.1f} s, measured %{y:.1f} s (×%{customdata[2]:.2f})<br>costs from "
-                           "%{customdata[1]}, %{customdata[3]}<extra></extra>"),
-        ))
-    fig.update_layout(title="Predicted vs measured makespan", xaxis_title="predicted makespan (s)",
-                      yaxis_title="measured makespan (s)")
+        text = [
+            f"n={int(n)}" + (f" · {src}" if several_sources else "")
+            for n, src in zip(g["devices"], g["cost_source"], strict=True)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=g["predicted_makespan_s"],
+                y=g["measured_makespan_s"],
+                mode="markers+text",
+                name=s["label"],
+                text=text,
+                textposition="middle right",
+                textfont={"size": 11, "color": s["colour"]},
+                marker={
+                    "symbol": s["symbol"],
+                    "size": 10,
+                    "color": s["colour"],
+                    "line": {"color": "white", "width": 1},
+                },
+                customdata=np.stack(
+                    [
+                        g["run"],
+                        g["cost_source"],
+                        g["makespan_ratio"],
+                        g["fused"].map({True: "fused", False: "independent"}).fillna("—"),
+                        g["devices"].astype(int),
+                    ],
+                    axis=-1,
+                ),
+                hovertemplate=(
+                    f"{s['label']} · %{{customdata[4]}} {unit}<br>run %{{customdata[0]}}<br>predicted "
+                    "%{x:.1f} s, measured %{y:.1f} s (×%{customdata[2]:.2f})<br>costs from "
+                    "%{customdata[1]}, %{customdata[3]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title="Predicted vs measured makespan",
+        xaxis_title="predicted makespan (s)",
+        yaxis_title="measured makespan (s)",
+    )
     if log:  # one labelled tick per decade: plotly's default labels 0.2 and 2 alike as "2"
         fig.update_xaxes(type="log", range=[math.log10(lo), math.log10(hi)], dtick=1)
         fig.update_yaxes(type="log", range=[math.log10(lo), math.log10(hi)], dtick=1)
@@ -553,23 +872,37 @@ def _ratio_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit
     # Runs planned on different cost sources (a sweep's first run finds no stored times) are not
     # medians of one another: each source gets its own line.
     several_sources = compared["cost_source"].nunique() > 1
-    med = compared.groupby(["group", "cost_source", "devices"], sort=False).agg(
-        ratio=("makespan_ratio", "median"), runs=("run", "size")).reset_index()
+    med = (
+        compared.groupby(["group", "cost_source", "devices"], sort=False)
+        .agg(ratio=("makespan_ratio", "median"), runs=("run", "size"))
+        .reset_index()
+    )
     fig = go.Figure()
     fig.add_hline(y=1, line={"color": "#9aa0a6", "dash": "dash", "width": 1.5})
     for (group, source), g in med.groupby(["group", "cost_source"], sort=False):
         s = style[group]
         name = f"{s['label']} · {source} costs" if several_sources else s["label"]
         g = g.sort_values("devices")
-        fig.add_trace(go.Scatter(
-            x=g["devices"], y=g["ratio"], mode="lines+markers", name=name,
-            line={"color": s["colour"], "dash": s["dash"], "width": 2.5}, marker={"symbol": s["symbol"], "size": 9},
-            customdata=g["runs"],
-            hovertemplate=(f"{name}<br>%{{x}} {unit}: measured / predicted %{{y:.2f}}"
-                           "<br>median of %{customdata} run(s)<extra></extra>"),
-        ))
-    fig.update_layout(title="Measured / predicted makespan vs devices", xaxis_title=f"devices ({unit})",
-                      yaxis_title="measured / predicted makespan")
+        fig.add_trace(
+            go.Scatter(
+                x=g["devices"],
+                y=g["ratio"],
+                mode="lines+markers",
+                name=name,
+                line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
+                marker={"symbol": s["symbol"], "size": 9},
+                customdata=g["runs"],
+                hovertemplate=(
+                    f"{name}<br>%{{x}} {unit}: measured / predicted %{{y:.2f}}"
+                    "<br>median of %{customdata} run(s)<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title="Measured / predicted makespan vs devices",
+        xaxis_title=f"devices ({unit})",
+        yaxis_title="measured / predicted makespan",
+    )
     fig.update_xaxes(tickmode="array", tickvals=sorted(med["devices"].unique()))
     ratios = med["ratio"][med["ratio"] > 0]
     if len(ratios) and max(ratios.max(), 1) / min(ratios.min(), 1) > 20:
@@ -577,14 +910,22 @@ def _ratio_figure(compared: pd.DataFrame, style: dict[str, dict[str, Any]], unit
     return fig
 
 
-def _load_figures(b: _Builder, sweep: SweepData, runs: pd.DataFrame, devices: pd.DataFrame,
-                  style: dict[str, dict[str, Any]], unit: str) -> list[str]:
+def _load_figures(
+    b: _Builder,
+    sweep: SweepData,
+    runs: pd.DataFrame,
+    devices: pd.DataFrame,
+    style: dict[str, dict[str, Any]],
+    unit: str,
+) -> list[str]:
     """Per group's largest run: each device's predicted load next to its measured span."""
     picked = [r for r in _largest_runs(sweep, runs) if (devices["run"] == r.name).any()]
     rows = devices[devices["run"].isin([r.name for r in picked])]
     if rows.empty or rows["measured_span_s"].isna().all():
         return []
-    y_max = float(np.nanmax(rows[["predicted_load_s", "measured_span_s"]].to_numpy(dtype=float))) * 1.08
+    y_max = (
+        float(np.nanmax(rows[["predicted_load_s", "measured_span_s"]].to_numpy(dtype=float))) * 1.08
+    )
     divs = []
     for run in picked:
         d = rows[rows["run"] == run.name].sort_values("order")
@@ -592,19 +933,42 @@ def _load_figures(b: _Builder, sweep: SweepData, runs: pd.DataFrame, devices: pd
             continue
         group = group_key(run.config)
         s = style[group]
-        hover = [f"{r.device}: {r.planned_tasks} task(s) planned, {r.measured_tasks} run<br>predicted "
-                 f"{_num(r.predicted_load_s)} s · span {_num(r.measured_span_s)} s · busy {_num(r.measured_busy_s)} s"
-                 for r in d.itertuples()]
+        hover = [
+            f"{r.device}: {r.planned_tasks} task(s) planned, {r.measured_tasks} run<br>predicted "
+            f"{_num(r.predicted_load_s)} s · span {_num(r.measured_span_s)} s · busy {_num(r.measured_busy_s)} s"
+            for r in d.itertuples()
+        ]
         fig = go.Figure()
-        fig.add_trace(go.Bar(x=d["device"], y=d["predicted_load_s"], name="predicted load",
-                             marker={"color": s["colour"], "opacity": 0.45, "pattern": {"shape": "/"}},
-                             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
-        fig.add_trace(go.Bar(x=d["device"], y=d["measured_span_s"], name="measured span",
-                             marker={"color": s["colour"]}, text=[_ratio(v) for v in d["span_ratio"]],
-                             textposition="outside", hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
-        fig.update_layout(title=f"Predicted vs measured load · {s['label']} · {_count(run.devices or 0, unit)}",
-                          xaxis_title="device", yaxis_title="seconds (s)", barmode="group", bargap=0.3,
-                          yaxis={"range": [0, y_max]})
+        fig.add_trace(
+            go.Bar(
+                x=d["device"],
+                y=d["predicted_load_s"],
+                name="predicted load",
+                marker={"color": s["colour"], "opacity": 0.45, "pattern": {"shape": "/"}},
+                hovertext=hover,
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Bar(
+                x=d["device"],
+                y=d["measured_span_s"],
+                name="measured span",
+                marker={"color": s["colour"]},
+                text=[_ratio(v) for v in d["span_ratio"]],
+                textposition="outside",
+                hovertext=hover,
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title=f"Predicted vs measured load · {s['label']} · {_count(run.devices or 0, unit)}",
+            xaxis_title="device",
+            yaxis_title="seconds (s)",
+            barmode="group",
+            bargap=0.3,
+            yaxis={"range": [0, y_max]},
+        )
         divs.append(b.div(fig, 400))
     return divs
 
@@ -617,10 +981,14 @@ def _num(v: Any) -> str:
     return "—" if _missing(v) else f"{float(v):,.1f}"
 
 
-def _timeline_section(b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: dict[str, str]) -> str:
-    intro = ("Power and utilisation per device over each group's largest run, from the profiler's samples; "
-             "the shaded band is the layer-task phase, time 0 the run's start (samples before it are the idle "
-             "baseline).")
+def _timeline_section(
+    b: _Builder, sweep: SweepData, runs: pd.DataFrame, label_of: dict[str, str]
+) -> str:
+    intro = (
+        "Power and utilisation per device over each group's largest run, from the profiler's samples; "
+        "the shaded band is the layer-task phase, time 0 the run's start (samples before it are the idle "
+        "baseline)."
+    )
     divs, notes = [], []
     for run in _largest_runs(sweep, runs):
         if run.samples is None or run.window is None:
@@ -645,21 +1013,43 @@ def _timeline_figure(run: Run, label: str) -> go.Figure | None:
     panels = [p for p in (("power (W)", power_lines), ("utilisation (%)", util_lines)) if p[1]]
     if not panels:
         return None
-    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=[title.split(" (")[0] for title, _ in panels])
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        subplot_titles=[title.split(" (")[0] for title, _ in panels],
+    )
     colour_of = {"CPU packages": "#5f6368", "CPU (all)": "#5f6368"}
     for row, (title, lines) in enumerate(panels, start=1):
         for name, (ts, values) in lines.items():
-            colour = colour_of.setdefault(name, DEVICE_COLOURS[(len(colour_of) - 2) % len(DEVICE_COLOURS)])
+            colour = colour_of.setdefault(
+                name, DEVICE_COLOURS[(len(colour_of) - 2) % len(DEVICE_COLOURS)]
+            )
             x, y = _downsample(ts - start, values)
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=name, showlegend=name not in
-                                     {t.name for t in fig.data}, line={"color": colour, "width": 1.8},
-                                     hovertemplate=f"{name}<br>%{{x:.0f}} s: %{{y:.1f}}<extra></extra>"),
-                          row=row, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=name not in {t.name for t in fig.data},
+                    line={"color": colour, "width": 1.8},
+                    hovertemplate=f"{name}<br>%{{x:.0f}} s: %{{y:.1f}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
         fig.update_yaxes(title_text=title, rangemode="tozero", row=row, col=1)
     if run.tasks is not None and not run.tasks.empty:
-        fig.add_vrect(x0=run.tasks["start"].min() - start, x1=run.tasks["end"].max() - start,
-                      fillcolor="#4C78A8", opacity=0.07, line_width=0)
+        fig.add_vrect(
+            x0=run.tasks["start"].min() - start,
+            x1=run.tasks["end"].max() - start,
+            fillcolor="#4C78A8",
+            opacity=0.07,
+            line_width=0,
+        )
     fig.update_xaxes(title_text="time since run start (s)", row=len(panels), col=1)
     fig.update_layout(title=f"{label} · run {run.name}", hovermode="x unified", margin={"t": 84})
     fig.add_vline(x=end - start, line={"color": "#9aa0a6", "dash": "dot", "width": 1})
@@ -670,7 +1060,9 @@ def _power_lines(samples: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarra
     """CPU packages summed (one line), and each GPU."""
     power = samples[samples["metric"] == "power"]
     lines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    pkg = power[power["sensor"].isin(("msr", "powercap")) & power["device"].str.startswith("package")]
+    pkg = power[
+        power["sensor"].isin(("msr", "powercap")) & power["device"].str.startswith("package")
+    ]
     if not pkg.empty:
         best = "msr" if (pkg["sensor"] == "msr").any() else "powercap"
         summed = pkg[pkg["sensor"] == best].groupby("ts")["value"].sum()
@@ -688,8 +1080,10 @@ def _util_lines(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     cpu = util[(util["sensor"] == "procstat") & (util["device"] == "cpu")]
     if not cpu.empty:
         lines["CPU (all)"] = (cpu["ts"].to_numpy(), cpu["value"].to_numpy())
-    workers = sorted({str(d) for d in (run.tasks["device"] if run.tasks is not None else []) if cpu_set(str(d))},
-                     key=_device_order)
+    workers = sorted(
+        {str(d) for d in (run.tasks["device"] if run.tasks is not None else []) if cpu_set(str(d))},
+        key=_device_order,
+    )
     for worker in workers:
         rows = util[(util["sensor"] == "procstat") & util["device"].isin(cpu_set(worker))]
         if not rows.empty:
@@ -701,28 +1095,47 @@ def _util_lines(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _accuracy_section(runs: pd.DataFrame) -> str:
-    intro = ("Top-1 accuracy of the teacher and of the assembled student, before and after fine-tuning "
-             "(paper Table 7); parameters and FLOPs of both.")
+    intro = (
+        "Top-1 accuracy of the teacher and of the assembled student, before and after fine-tuning "
+        "(paper Table 7); parameters and FLOPs of both."
+    )
     usable = runs[runs["usable"]].dropna(subset=["teacher_accuracy"], how="all")
     if usable.empty:
         return _section("accuracy", "Accuracy", intro, _notice("No usable run reports accuracy."))
-    df = usable.groupby(["label", "devices"], sort=False).agg(
-        repeats=("run", "size"), teacher_accuracy=("teacher_accuracy", "median"),
-        before=("student_accuracy_before_finetune", "median"), student_accuracy=("student_accuracy", "median"),
-        teacher_params=("teacher_params", "median"), student_params=("student_params", "median"),
-        teacher_flops=("teacher_flops", "median"), student_flops=("student_flops", "median"),
-    ).reset_index()
+    df = (
+        usable.groupby(["label", "devices"], sort=False)
+        .agg(
+            repeats=("run", "size"),
+            teacher_accuracy=("teacher_accuracy", "median"),
+            before=("student_accuracy_before_finetune", "median"),
+            student_accuracy=("student_accuracy", "median"),
+            teacher_params=("teacher_params", "median"),
+            student_params=("student_params", "median"),
+            teacher_flops=("teacher_flops", "median"),
+            student_flops=("student_flops", "median"),
+        )
+        .reset_index()
+    )
     df["change"] = (df["student_accuracy"] - df["teacher_accuracy"]) * 100
     df["params_ratio"] = df["teacher_params"] / df["student_params"]
     df["flops_ratio"] = df["teacher_flops"] / df["student_flops"]
     pct = lambda v: f"{v:.2%}"  # noqa: E731
-    table = _table(df, [
-        ("label", "group", str), ("devices", "n", _int), ("repeats", "runs", _int),
-        ("teacher_accuracy", "teacher top-1", pct), ("before", "student before fine-tune", pct),
-        ("student_accuracy", "student top-1", pct), ("change", "change (points)", lambda v: f"{v:+.2f}"),
-        ("teacher_params", "teacher params", _int), ("student_params", "student params", _int),
-        ("params_ratio", "params ×", lambda v: f"{v:.1f}×"), ("flops_ratio", "FLOPs ×", lambda v: f"{v:.1f}×"),
-    ])
+    table = _table(
+        df,
+        [
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("repeats", "runs", _int),
+            ("teacher_accuracy", "teacher top-1", pct),
+            ("before", "student before fine-tune", pct),
+            ("student_accuracy", "student top-1", pct),
+            ("change", "change (points)", lambda v: f"{v:+.2f}"),
+            ("teacher_params", "teacher params", _int),
+            ("student_params", "student params", _int),
+            ("params_ratio", "params ×", lambda v: f"{v:.1f}×"),
+            ("flops_ratio", "FLOPs ×", lambda v: f"{v:.1f}×"),
+        ],
+    )
     return _section("accuracy", "Accuracy", intro, table)
 
 
@@ -730,8 +1143,14 @@ def _machine_section(sweep: SweepData, runs: pd.DataFrame) -> str:
     intro = "The machine the runs measured, the sensors that produced samples, and those missing with the fix."
     profiled = [r for r in sweep.runs if r.profile is not None or r.samples is not None]
     if not profiled:
-        return _section("machine", "Machine and sensors", intro, _notice(
-            "No run was profiled (no profile.json or samples.csv): energy, power and utilisation are unavailable."))
+        return _section(
+            "machine",
+            "Machine and sensors",
+            intro,
+            _notice(
+                "No run was profiled (no profile.json or samples.csv): energy, power and utilisation are unavailable."
+            ),
+        )
     machines: dict[str, dict[str, Any]] = {}
     for r in profiled:
         meta = dict((r.profile or {}).get("metadata") or {})
@@ -740,38 +1159,60 @@ def _machine_section(sweep: SweepData, runs: pd.DataFrame) -> str:
     rows = []
     for host, meta in machines.items():
         # The profiler writes gpu_models (names) and gpus (one dict per GPU); accept either.
-        gpus = meta.get("gpu_models") or [g.get("name", "?") if isinstance(g, dict) else g for g in meta.get("gpus") or []]
-        gpu_text = ", ".join(f"{n}× {m}" for m, n in pd.Series(gpus, dtype=object).value_counts().items()) or "none"
+        gpus = meta.get("gpu_models") or [
+            g.get("name", "?") if isinstance(g, dict) else g for g in meta.get("gpus") or []
+        ]
+        gpu_text = (
+            ", ".join(f"{n}× {m}" for m, n in pd.Series(gpus, dtype=object).value_counts().items())
+            or "none"
+        )
         driver = meta.get("gpu_driver") or meta.get("driver") or "—"
-        rows.append(f"<tr><td>{html.escape(host)}</td><td>{html.escape(str(meta.get('cpu_model') or '?'))}</td>"
-                    f"<td>{html.escape(gpu_text)}</td><td>{html.escape(str(driver))}</td>"
-                    f"<td>{html.escape(str(meta.get('greenkd_version') or '—'))}</td></tr>")
-    body = ("<h3>Machine</h3><table class='tbl'><thead><tr><th>host</th><th>CPU</th><th>GPUs</th><th>driver</th>"
-            f"<th>greenkd</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr><td>{html.escape(host)}</td><td>{html.escape(str(meta.get('cpu_model') or '?'))}</td>"
+            f"<td>{html.escape(gpu_text)}</td><td>{html.escape(str(driver))}</td>"
+            f"<td>{html.escape(str(meta.get('greenkd_version') or '—'))}</td></tr>"
+        )
+    body = (
+        "<h3>Machine</h3><table class='tbl'><thead><tr><th>host</th><th>CPU</th><th>GPUs</th><th>driver</th>"
+        f"<th>greenkd</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
     sensors: dict[tuple[str, str], dict[str, Any]] = {}
     for r in profiled:
         if r.samples is not None:
             for (sensor, metric), g in r.samples.groupby(["sensor", "metric"]):
-                entry = sensors.setdefault((str(sensor), str(metric)), {"devices": set(), "sources": set()})
+                entry = sensors.setdefault(
+                    (str(sensor), str(metric)), {"devices": set(), "sources": set()}
+                )
                 entry["devices"].update(map(str, g["device"].unique()))
         for d in (r.profile or {}).get("domains") or []:
-            entry = sensors.setdefault((str(d.get("sensor")), "energy"), {"devices": set(), "sources": set()})
+            entry = sensors.setdefault(
+                (str(d.get("sensor")), "energy"), {"devices": set(), "sources": set()}
+            )
             entry["sources"].add(str(d.get("source")))
     srows = "".join(
         f"<tr><td>{html.escape(s)}</td><td>{html.escape(m)}</td><td>{html.escape(_device_summary(v['devices']))}</td>"
         f"<td>{html.escape(', '.join(sorted(v['sources'])) or '—')}</td></tr>"
-        for (s, m), v in sorted(sensors.items()))
-    body += ("<h3>Sensors used</h3><table class='tbl'><thead><tr><th>sensor</th><th>metric</th><th>devices</th>"
-             f"<th>energy from</th></tr></thead><tbody>{srows}</tbody></table>")
+        for (s, m), v in sorted(sensors.items())
+    )
+    body += (
+        "<h3>Sensors used</h3><table class='tbl'><thead><tr><th>sensor</th><th>metric</th><th>devices</th>"
+        f"<th>energy from</th></tr></thead><tbody>{srows}</tbody></table>"
+    )
     missing: dict[tuple[str, str], str] = {}
     for r in profiled:
         for m in (r.profile or {}).get("missing") or []:
-            missing.setdefault((str(m.get("sensor")), str(m.get("reason"))), str(m.get("fix") or ""))
+            missing.setdefault(
+                (str(m.get("sensor")), str(m.get("reason"))), str(m.get("fix") or "")
+            )
     if missing:
-        mrows = "".join(f"<tr><td>{html.escape(s)}</td><td>{html.escape(why)}</td><td>{html.escape(fix)}</td></tr>"
-                        for (s, why), fix in sorted(missing.items()))
-        body += ("<h3>Sensors missing</h3><table class='tbl'><thead><tr><th>sensor</th><th>why</th><th>fix</th></tr>"
-                 f"</thead><tbody>{mrows}</tbody></table>")
+        mrows = "".join(
+            f"<tr><td>{html.escape(s)}</td><td>{html.escape(why)}</td><td>{html.escape(fix)}</td></tr>"
+            for (s, why), fix in sorted(missing.items())
+        )
+        body += (
+            "<h3>Sensors missing</h3><table class='tbl'><thead><tr><th>sensor</th><th>why</th><th>fix</th></tr>"
+            f"</thead><tbody>{mrows}</tbody></table>"
+        )
     else:
         body += "<p class='hint'>No sensor reported missing.</p>"
     unprofiled = [r.name for r in sweep.runs if r not in profiled and r.config]
@@ -781,16 +1222,31 @@ def _machine_section(sweep: SweepData, runs: pd.DataFrame) -> str:
 
 
 def _runs_section(sweep: SweepData, runs: pd.DataFrame) -> str:
-    intro = ("Every run in the sweep. Runs that are partial or failed are left out of every figure and table "
-             "above, for the reason given.")
+    intro = (
+        "Every run in the sweep. Runs that are partial or failed are left out of every figure and table "
+        "above, for the reason given."
+    )
     df = runs.copy()
-    df["why"] = [(r or "") + ("; " if r and n else "") + (n or "") for r, n in zip(df["reason"], df["notes"], strict=True)]
-    table = _table(df, [
-        ("run", "run", str), ("status", "status", str), ("label", "group", str), ("devices", "n", _int),
-        ("repeat", "repeat", _int), ("backend", "backend", str), ("wall_s", "wall (s)", _f1),
-        ("energy_node_j", "energy (kJ)", lambda v: f"{v / 1e3:,.2f}"), ("avg_power_w", "power (W)", _f1),
-        ("why", "left out because / notes", str),
-    ], row_class=lambda row: "" if row["usable"] else "skipped")
+    df["why"] = [
+        (r or "") + ("; " if r and n else "") + (n or "")
+        for r, n in zip(df["reason"], df["notes"], strict=True)
+    ]
+    table = _table(
+        df,
+        [
+            ("run", "run", str),
+            ("status", "status", str),
+            ("label", "group", str),
+            ("devices", "n", _int),
+            ("repeat", "repeat", _int),
+            ("backend", "backend", str),
+            ("wall_s", "wall (s)", _f1),
+            ("energy_node_j", "energy (kJ)", lambda v: f"{v / 1e3:,.2f}"),
+            ("avg_power_w", "power (W)", _f1),
+            ("why", "left out because / notes", str),
+        ],
+        row_class=lambda row: "" if row["usable"] else "skipped",
+    )
     return _section("runs", "Runs", intro, table)
 
 
@@ -809,7 +1265,12 @@ def _styles(usable: pd.DataFrame) -> dict[str, dict[str, Any]]:
         if sched not in colours:
             colours[sched] = next(extra)
         i = threads.index(first["threads"]) % len(DASHES)
-        out[group] = {"colour": colours[sched], "dash": DASHES[i], "symbol": SYMBOLS[i], "label": str(first["label"])}
+        out[group] = {
+            "colour": colours[sched],
+            "dash": DASHES[i],
+            "symbol": SYMBOLS[i],
+            "label": str(first["label"]),
+        }
     return out
 
 
@@ -851,7 +1312,7 @@ def _device_summary(devices: set[str]) -> str:
     for d in devices:
         stem = d.rstrip("0123456789")
         if stem != d:
-            groups.setdefault(stem, []).append(int(d[len(stem):]))
+            groups.setdefault(stem, []).append(int(d[len(stem) :]))
         else:
             plain.append(d)
     parts = sorted(plain)
@@ -893,7 +1354,9 @@ def _table(df: pd.DataFrame, columns: list[tuple[Any, str, Any]], row_class: Any
             cls = "num" if numeric else "wrap" if key in _WRAPPED else "text"
             cells.append(f"<td class='{cls}'>{html.escape(text)}</td>")
         cls = row_class(row) if row_class else ""
-        body.append(f"<tr class='{cls}'>{''.join(cells)}</tr>" if cls else f"<tr>{''.join(cells)}</tr>")
+        body.append(
+            f"<tr class='{cls}'>{''.join(cells)}</tr>" if cls else f"<tr>{''.join(cells)}</tr>"
+        )
     return f"<div class='scroll'><table class='tbl'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
@@ -936,8 +1399,10 @@ def _when(ts: Any) -> str:
 
 
 def _card(title: str, value: str, detail: str) -> str:
-    return (f"<div class='card'><div class='k'>{html.escape(title)}</div><div class='v'>{html.escape(value)}</div>"
-            f"<div class='d'>{html.escape(detail)}</div></div>")
+    return (
+        f"<div class='card'><div class='k'>{html.escape(title)}</div><div class='v'>{html.escape(value)}</div>"
+        f"<div class='d'>{html.escape(detail)}</div></div>"
+    )
 
 
 def _notice(text: str) -> str:
@@ -1007,7 +1472,9 @@ _RESIZE_JS = (
 
 def _page(title: str, body: str) -> str:
     footer = f"<footer>greenkd {__version__} · written {_when(time.time())} · self-contained, opens offline</footer>"
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{body}{footer}"
-            f"<script>{_RESIZE_JS}</script></body></html>")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{body}{footer}"
+        f"<script>{_RESIZE_JS}</script></body></html>"
+    )

@@ -80,8 +80,11 @@ def check_devices(spec: SweepSpec, machine: Machine) -> None:
     most = max(spec.devices)
     if most <= machine.devices or spec.allow_oversubscribe:
         return
-    have = (f"{machine.gpus} GPU(s)" if machine.kind == "gpu"
-            else f"no GPU and {machine.cores} CPU core(s) for CPU workers")
+    have = (
+        f"{machine.gpus} GPU(s)"
+        if machine.kind == "gpu"
+        else f"no GPU and {machine.cores} CPU core(s) for CPU workers"
+    )
     raise GreenkdError(
         f"--gpus asks for {most} devices but this machine has {have}; "
         "use fewer or pass --allow-oversubscribe to share them"
@@ -120,7 +123,9 @@ class RunRecord:
 
     @classmethod
     def planned(cls, run: SweepRun) -> RunRecord:
-        return cls(run.name, run.devices, run.sched, run.threads, run.repeat, list(run.baseline_for))
+        return cls(
+            run.name, run.devices, run.sched, run.threads, run.repeat, list(run.baseline_for)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -142,20 +147,26 @@ class SweepState:
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
     def save(self) -> None:
-        write_json_atomic(self.path / SWEEP_FILE, {
-            "name": self.name,
-            "created_ts": self.created_ts,
-            "updated_ts": time.time(),
-            "status": self.status,
-            "error": self.error,
-            "experiment": self.spec.experiment,
-            "spec": self.spec.to_dict(),
-            "machine": {"device_kind": self.machine.kind, "gpus": self.machine.gpus,
-                        "cores": self.machine.cores},
-            "teacher": self.teacher,
-            "command": self.command,
-            "runs": [r.to_dict() for r in self.records],
-        })
+        write_json_atomic(
+            self.path / SWEEP_FILE,
+            {
+                "name": self.name,
+                "created_ts": self.created_ts,
+                "updated_ts": time.time(),
+                "status": self.status,
+                "error": self.error,
+                "experiment": self.spec.experiment,
+                "spec": self.spec.to_dict(),
+                "machine": {
+                    "device_kind": self.machine.kind,
+                    "gpus": self.machine.gpus,
+                    "cores": self.machine.cores,
+                },
+                "teacher": self.teacher,
+                "command": self.command,
+                "runs": [r.to_dict() for r in self.records],
+            },
+        )
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -183,8 +194,11 @@ def settings_diff(run: SweepRun, run_dir: Path) -> list[str]:
     payload = read_json(run_dir / "config.json") or {}
     used = _settings(dict(payload.get("config") or {}))
     want = _settings(json.loads(json.dumps(run.config.to_dict(), default=str)))
-    return [f"{k} {used.get(k)!r} instead of {want.get(k)!r}"
-            for k in sorted(set(used) | set(want)) if used.get(k) != want.get(k)]
+    return [
+        f"{k} {used.get(k)!r} instead of {want.get(k)!r}"
+        for k in sorted(set(used) | set(want))
+        if used.get(k) != want.get(k)
+    ]
 
 
 def check_same_settings(run: SweepRun, run_dir: Path) -> None:
@@ -204,8 +218,8 @@ def sweep_dir_for(spec: SweepSpec, out: Path, *, resume: bool, name_given: bool)
     --resume picks the newest of them.
     """
     numbered = sorted(
-        (p for p in out.glob(f"{spec.name}-*") if p.name[len(spec.name) + 1:].isdigit()),
-        key=lambda p: int(p.name[len(spec.name) + 1:]),
+        (p for p in out.glob(f"{spec.name}-*") if p.name[len(spec.name) + 1 :].isdigit()),
+        key=lambda p: int(p.name[len(spec.name) + 1 :]),
     )
     taken = [out / spec.name, *numbered]
     existing = [p for p in taken if p.exists()]
@@ -221,7 +235,7 @@ def sweep_dir_for(spec: SweepSpec, out: Path, *, resume: bool, name_given: bool)
             f"{first} already holds a sweep: add --resume to finish it (complete runs are kept) "
             "or choose another --name"
         )
-    last = int(existing[-1].name[len(spec.name) + 1:]) if existing[-1] != first else 1
+    last = int(existing[-1].name[len(spec.name) + 1 :]) if existing[-1] != first else 1
     return out / f"{spec.name}-{last + 1}"
 
 
@@ -309,11 +323,18 @@ def run_sweep(
                     record.error = record.error or "interrupted"
                     record.interrupted = True
             state.save()
-            resume_flags = f"--resume --name {state.name}" + (f" --out {out}" if str(out) != "results" else "")
-            print(f"greenkd: sweep {state.name} interrupted; finished runs are kept. "
-                  f"Finish it with: greenkd sweep {resume_flags} (and the same settings)", file=sys.stderr)
+            resume_flags = f"--resume --name {state.name}" + (
+                f" --out {out}" if str(out) != "results" else ""
+            )
+            print(
+                f"greenkd: sweep {state.name} interrupted; finished runs are kept. "
+                f"Finish it with: greenkd sweep {resume_flags} (and the same settings)",
+                file=sys.stderr,
+            )
             raise
-        except BaseException as exc:  # a user error (the teacher's settings) or a crash: say so, then re-raise
+        except (
+            BaseException
+        ) as exc:  # a user error (the teacher's settings) or a crash: say so, then re-raise
             state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
             state.save()
             raise
@@ -342,15 +363,24 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def prepare_teacher(cfg: RunConfig, sweep_dir: Path, console: Console, python: str) -> dict[str, Any]:
+def prepare_teacher(
+    cfg: RunConfig, sweep_dir: Path, console: Console, python: str
+) -> dict[str, Any]:
     """Train (or load) the teacher once in a child process, so that no run's time includes it."""
     result_path = sweep_dir / TEACHER_FILE
     result_path.unlink(missing_ok=True)
     log_path = sweep_dir / "teacher.log"
-    argv = [python, "-c", "from greenkd.sweep import teacher_main; teacher_main()",
-            json.dumps(cfg.to_dict(), default=str), str(result_path)]
-    with console.status("teacher: loading, or training it once (cached by its settings)"), \
-            log_path.open("w") as log:
+    argv = [
+        python,
+        "-c",
+        "from greenkd.sweep import teacher_main; teacher_main()",
+        json.dumps(cfg.to_dict(), default=str),
+        str(result_path),
+    ]
+    with (
+        console.status("teacher: loading, or training it once (cached by its settings)"),
+        log_path.open("w") as log,
+    ):
         code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     result = read_json(result_path)
     if code != 0 or result is None:
@@ -361,9 +391,12 @@ def prepare_teacher(cfg: RunConfig, sweep_dir: Path, console: Console, python: s
         last = lines[-1] if lines else f"exit code {code}"
         raise GreenkdError(f"preparing the teacher failed: {last} (full log: {log_path})")
     state = {"file": "from its file", "cached": "cached"}.get(
-        result["source"], f"trained in {result['train_seconds']:.0f} s")
-    console.print(f"teacher {Path(result['path']).name} ({state}): top-1 {result['accuracy']:.2%}, "
-                  f"{result['n_targets']} layer tasks")
+        result["source"], f"trained in {result['train_seconds']:.0f} s"
+    )
+    console.print(
+        f"teacher {Path(result['path']).name} ({state}): top-1 {result['accuracy']:.2%}, "
+        f"{result['n_targets']} layer tasks"
+    )
     return result
 
 
@@ -375,17 +408,25 @@ def teacher_main() -> None:
         from greenkd.distill.run import prepare
 
         setup = prepare(cfg)
-        source = ("file" if cfg.model not in models.ZOO
-                  else "trained" if setup.teacher.trained_now else "cached")
-        write_json_atomic(sys.argv[2], {
-            "path": str(setup.teacher.path),
-            "source": source,
-            "accuracy": setup.teacher.accuracy,
-            "trained_now": setup.teacher.trained_now,
-            "train_seconds": setup.teacher.seconds,
-            "n_targets": len(setup.targets),
-            "targets": [t.name for t in setup.targets],
-        })
+        source = (
+            "file"
+            if cfg.model not in models.ZOO
+            else "trained"
+            if setup.teacher.trained_now
+            else "cached"
+        )
+        write_json_atomic(
+            sys.argv[2],
+            {
+                "path": str(setup.teacher.path),
+                "source": source,
+                "accuracy": setup.teacher.accuracy,
+                "trained_now": setup.teacher.trained_now,
+                "train_seconds": setup.teacher.seconds,
+                "n_targets": len(setup.targets),
+                "targets": [t.name for t in setup.targets],
+            },
+        )
     except GreenkdError as exc:
         print(f"greenkd: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -409,8 +450,22 @@ class _Runner:
         run_dir.mkdir(parents=True)
         config_path = run_dir / "config.json"
         run.config.write(config_path, **run.meta(self.state.name))
-        argv = ["/bin/sh", "-c", _LOG_WRAPPER, "sh", str(run_dir / RUN_LOG), self.python, "-m", "greenkd",
-                "distill", "--config", str(config_path), "--out", str(run_dir), "--quiet"]
+        argv = [
+            "/bin/sh",
+            "-c",
+            _LOG_WRAPPER,
+            "sh",
+            str(run_dir / RUN_LOG),
+            self.python,
+            "-m",
+            "greenkd",
+            "distill",
+            "--config",
+            str(config_path),
+            "--out",
+            str(run_dir),
+            "--quiet",
+        ]
         used_gpus = list(range(min(run.devices, self.state.machine.gpus))) or None
         record.status, record.error, record.interrupted = "running", None, False
         record.started_ts, record.ended_ts, record.exit_code = time.time(), None, None
@@ -421,8 +476,12 @@ class _Runner:
         try:
             with self._progress(run, run_dir, position):
                 code = profilers.run_command(
-                    argv, out=run_dir, hz=self.state.spec.hz, idle_seconds=self.state.spec.idle_seconds,
-                    gpus=used_gpus, summary_name="profile.json",
+                    argv,
+                    out=run_dir,
+                    hz=self.state.spec.hz,
+                    idle_seconds=self.state.spec.idle_seconds,
+                    gpus=used_gpus,
+                    summary_name="profile.json",
                 )
         except profilers.CommandInterrupted as exc:
             self._finish(run, record, run_dir, exc.exit_code, interrupted=", ".join(exc.signals))
@@ -433,8 +492,14 @@ class _Runner:
         self._finish(run, record, run_dir, code)
         self._print_line(run, record, run_dir)
 
-    def _finish(self, run: SweepRun, record: RunRecord, run_dir: Path, code: int | None,
-                interrupted: str | None = None) -> None:
+    def _finish(
+        self,
+        run: SweepRun,
+        record: RunRecord,
+        run_dir: Path,
+        code: int | None,
+        interrupted: str | None = None,
+    ) -> None:
         """Record how the run ended, from the run's own summary.json where it wrote one."""
         record.ended_ts, record.exit_code = time.time(), code
         record.load_end = os.getloadavg()[0]
@@ -456,7 +521,9 @@ class _Runner:
             if record.status == "complete":  # it finished just as the signal came
                 record.interrupted = False
             else:
-                record.error = f"interrupted by {interrupted}" + (f" ({record.error})" if record.error else "")
+                record.error = f"interrupted by {interrupted}" + (
+                    f" ({record.error})" if record.error else ""
+                )
         # The child rewrote config.json with its own meta; put the sweep's back beside it.
         if payload is not None:
             payload["meta"] = {**(payload.get("meta") or {}), **run.meta(self.state.name)}
@@ -487,8 +554,14 @@ class _Runner:
             return
         done, total = position
         progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.console, transient=True, auto_refresh=False,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            auto_refresh=False,
         )
         progress.add_task(f"runs · {run.name}", total=total, completed=done)
         tasks_bar = progress.add_task("layer tasks", total=self.n_targets or None)
@@ -545,7 +618,13 @@ def _failure_text(log: Path, code: int | None) -> str:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except FileNotFoundError:
         lines = []
-    status = "no exit status" if code is None else (
-        f"killed by {signal.Signals(code - 128).name}" if 128 < code < 128 + signal.NSIG
-        else f"exit code {code}")
+    status = (
+        "no exit status"
+        if code is None
+        else (
+            f"killed by {signal.Signals(code - 128).name}"
+            if 128 < code < 128 + signal.NSIG
+            else f"exit code {code}"
+        )
+    )
     return f"{status}: {lines[-1]}" if lines else f"{status}, no output"

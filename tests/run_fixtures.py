@@ -55,7 +55,9 @@ class RunSpec:
     assemble_s: float = 2.0
     finetune_s: float = 6.0
     total_s: float | None = None  # override the wall time (the tasks still run from setup_s on)
-    node_energy_j: float | None = None  # constant node power giving exactly this energy over the run
+    node_energy_j: float | None = (
+        None  # constant node power giving exactly this energy over the run
+    )
     power: Power = field(default_factory=Power)
     sample_period_s: float = 1.0
     idle_s: float = 3.0  # profiler samples before the run starts (its idle baseline)
@@ -68,7 +70,9 @@ class RunSpec:
     teacher_accuracy: float = 0.8732
     student_accuracy: float = 0.8659
     plan: bool = True  # write plan.json (False: a run from before greenkd recorded its schedule)
-    predicted_task_s: list[float] | None = None  # the cost model's seconds per task; None: exactly task_seconds
+    predicted_task_s: list[float] | None = (
+        None  # the cost model's seconds per task; None: exactly task_seconds
+    )
     cost_source: str = "store"
     fused: bool = False  # each device trains all its tasks in one pass: one teacher prefix, shared
     prefix_fraction: float = 0.5  # the teacher prefix's share of each task's seconds (for fusing)
@@ -109,8 +113,13 @@ def task_rows(spec: RunSpec) -> pd.DataFrame:
     names = device_names(spec)
     assign = schedule(spec.task_seconds, spec.gpus, spec.sched)
     clock = [spec.start_ts + spec.setup_s] * spec.gpus
-    passes = [fused_seconds([s for s, a in zip(spec.task_seconds, assign, strict=True) if a == d],
-                            spec.prefix_fraction) for d in range(spec.gpus)]
+    passes = [
+        fused_seconds(
+            [s for s, a in zip(spec.task_seconds, assign, strict=True) if a == d],
+            spec.prefix_fraction,
+        )
+        for d in range(spec.gpus)
+    ]
     rows = []
     for i, (seconds, d) in enumerate(zip(spec.task_seconds, assign, strict=True)):
         start = clock[d]
@@ -118,30 +127,58 @@ def task_rows(spec: RunSpec) -> pd.DataFrame:
             seconds = passes[d]
         else:
             clock[d] += seconds
-        rows.append({
-            "task": task_name(i), "index": i, "device": names[d], "host": "node1",
-            "pid": 1000 + d, "start": start, "end": start + seconds, "seconds": seconds,
-            "seconds_setup": 0.5, "seconds_train": seconds - 1.0, "seconds_eval": 0.5, "epochs": 4,
-            "params_before": 36928 * (i + 1), "params_after": 4800 * (i + 1),
-            "flops_before": 37_000_000 * (i + 1), "flops_after": 4_900_000 * (i + 1),
-            "mse_first": 0.9, "mse_best": 0.05, "accuracy": 0.87 - 0.001 * i, "accepted": True,
-            "fused_group": names[d] if spec.fused else "",
-        })
+        rows.append(
+            {
+                "task": task_name(i),
+                "index": i,
+                "device": names[d],
+                "host": "node1",
+                "pid": 1000 + d,
+                "start": start,
+                "end": start + seconds,
+                "seconds": seconds,
+                "seconds_setup": 0.5,
+                "seconds_train": seconds - 1.0,
+                "seconds_eval": 0.5,
+                "epochs": 4,
+                "params_before": 36928 * (i + 1),
+                "params_after": 4800 * (i + 1),
+                "flops_before": 37_000_000 * (i + 1),
+                "flops_after": 4_900_000 * (i + 1),
+                "mse_first": 0.9,
+                "mse_best": 0.05,
+                "accuracy": 0.87 - 0.001 * i,
+                "accepted": True,
+                "fused_group": names[d] if spec.fused else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def plan_dict(spec: RunSpec) -> dict[str, Any]:
     """plan.json as greenkd writes it: the fixture's own schedule, loads from the predicted seconds."""
     predicted = spec.predicted_task_s if spec.predicted_task_s is not None else spec.task_seconds
-    costs = [TaskCost(task_name(i), s, s * spec.prefix_fraction if spec.fused else 0.0)
-             for i, s in enumerate(predicted)]
+    costs = [
+        TaskCost(task_name(i), s, s * spec.prefix_fraction if spec.fused else 0.0)
+        for i, s in enumerate(predicted)
+    ]
     assign = schedule(spec.task_seconds, spec.gpus, spec.sched)
-    groups = tuple(tuple(task_name(i) for i, a in enumerate(assign) if a == d) for d in range(spec.gpus))
+    groups = tuple(
+        tuple(task_name(i) for i, a in enumerate(assign) if a == d) for d in range(spec.gpus)
+    )
     loads = tuple(device_loads(groups, costs, spec.fused))
-    plan = Plan(policy=spec.sched, n_devices=spec.gpus, assignment=groups,
-                queue_order=tuple(c.name for c in costs), predicted_load_s=loads,
-                predicted_makespan_s=max(loads), lower_bound_s=lower_bound(costs, spec.gpus, spec.fused),
-                cost_source=spec.cost_source, fused=spec.fused, optimal=True if spec.sched == "opt" else None)
+    plan = Plan(
+        policy=spec.sched,
+        n_devices=spec.gpus,
+        assignment=groups,
+        queue_order=tuple(c.name for c in costs),
+        predicted_load_s=loads,
+        predicted_makespan_s=max(loads),
+        lower_bound_s=lower_bound(costs, spec.gpus, spec.fused),
+        cost_source=spec.cost_source,
+        fused=spec.fused,
+        optimal=True if spec.sched == "opt" else None,
+    )
     return {**plan.to_dict(), "devices": device_names(spec)}
 
 
@@ -160,7 +197,9 @@ def busy_gpus(tasks: pd.DataFrame, t: np.ndarray, gpu: str) -> np.ndarray:
     return busy
 
 
-def gpu_energy_at(tasks: pd.DataFrame, spec: RunSpec, gpu: str, t0: float, t: np.ndarray) -> np.ndarray:
+def gpu_energy_at(
+    tasks: pd.DataFrame, spec: RunSpec, gpu: str, t0: float, t: np.ndarray
+) -> np.ndarray:
     """Exact integral from t0 of the GPU's power: busy while one of its tasks runs, idle otherwise."""
     p = spec.power
     energy = p.gpu_idle_w * (t - t0)
@@ -187,8 +226,18 @@ def sample_rows(spec: RunSpec, tasks: pd.DataFrame, window: tuple[float, float])
     frames = []
 
     def add(sensor: str, device: str, metric: str, unit: str, values: np.ndarray) -> None:
-        frames.append(pd.DataFrame({"ts": t, "sensor": sensor, "device": device, "metric": metric,
-                                    "value": np.round(values, 6), "unit": unit}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ts": t,
+                    "sensor": sensor,
+                    "device": device,
+                    "metric": metric,
+                    "value": np.round(values, 6),
+                    "unit": unit,
+                }
+            )
+        )
 
     in_run = (t >= window[0]) & (t <= window[1])
     n_cpus = spec.packages * spec.cores_per_package
@@ -209,12 +258,20 @@ def sample_rows(spec: RunSpec, tasks: pd.DataFrame, window: tuple[float, float])
                 gpu = f"gpu{g}"
                 busy = busy_gpus(tasks, t, gpu)
                 add("nvml", gpu, "energy", "J", gpu_energy_at(tasks, spec, gpu, t0, t))
-                add("nvml", gpu, "power", "W", np.where(busy, spec.power.gpu_busy_w, spec.power.gpu_idle_w))
+                add(
+                    "nvml",
+                    gpu,
+                    "power",
+                    "W",
+                    np.where(busy, spec.power.gpu_busy_w, spec.power.gpu_idle_w),
+                )
                 add("nvml", gpu, "utilization", "%", np.where(busy, 87.0, 0.0))
                 add("nvml", gpu, "memory_used", "MiB", np.where(busy, 5120.0, 300.0))
                 add("nvml", gpu, "clock_sm", "MHz", np.where(busy, 1800.0, 300.0))
                 add("nvml", gpu, "temperature", "C", np.where(busy, 71.0, 35.0))
-    return pd.concat(frames, ignore_index=True).sort_values(["ts", "sensor", "device"], kind="stable")
+    return pd.concat(frames, ignore_index=True).sort_values(
+        ["ts", "sensor", "device"], kind="stable"
+    )
 
 
 def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
@@ -222,39 +279,73 @@ def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
     domains = []
     energy = samples[samples["metric"] == "energy"]
     for (sensor, device), g in energy.groupby(["sensor", "device"]):
-        power = samples[(samples["metric"] == "power") & (samples["sensor"] == sensor) & (samples["device"] == device)]
+        power = samples[
+            (samples["metric"] == "power")
+            & (samples["sensor"] == sensor)
+            & (samples["device"] == device)
+        ]
         idle_w = float(power["value"].iloc[0])
         duration = float(g["ts"].iloc[-1] - g["ts"].iloc[0])
-        domains.append({
-            "sensor": sensor, "device": device, "energy_j": float(g["value"].iloc[-1] - g["value"].iloc[0]),
-            "source": "counter", "avg_power_w": float(power["value"].mean()),
-            "peak_power_w": float(power["value"].max()), "idle_power_w": idle_w,
-            "idle_energy_j": idle_w * duration,
-            "dynamic_energy_j": float(g["value"].iloc[-1] - g["value"].iloc[0]) - idle_w * duration,
-        })
+        domains.append(
+            {
+                "sensor": sensor,
+                "device": device,
+                "energy_j": float(g["value"].iloc[-1] - g["value"].iloc[0]),
+                "source": "counter",
+                "avg_power_w": float(power["value"].mean()),
+                "peak_power_w": float(power["value"].max()),
+                "idle_power_w": idle_w,
+                "idle_energy_j": idle_w * duration,
+                "dynamic_energy_j": float(g["value"].iloc[-1] - g["value"].iloc[0])
+                - idle_w * duration,
+            }
+        )
     missing = []
     if not spec.energy_sensors:
         missing = [
-            {"sensor": "msr", "reason": "no /dev/cpu/0/msr",
-             "fix": "load the msr module (`modprobe msr`) as root; reading needs root or CAP_SYS_RAWIO"},
-            {"sensor": "powercap", "reason": "no /sys/class/powercap/intel-rapl:0",
-             "fix": "needs a kernel with the powercap RAPL driver"},
+            {
+                "sensor": "msr",
+                "reason": "no /dev/cpu/0/msr",
+                "fix": "load the msr module (`modprobe msr`) as root; reading needs root or CAP_SYS_RAWIO",
+            },
+            {
+                "sensor": "powercap",
+                "reason": "no /sys/class/powercap/intel-rapl:0",
+                "fix": "needs a kernel with the powercap RAPL driver",
+            },
         ]
     if spec.device_kind != "gpu" or not spec.energy_sensors:
-        missing.append({"sensor": "nvml", "reason": "NVML: no NVIDIA driver", "fix": "install the NVIDIA driver"})
+        missing.append(
+            {
+                "sensor": "nvml",
+                "reason": "NVML: no NVIDIA driver",
+                "fix": "install the NVIDIA driver",
+            }
+        )
     util = samples[samples["metric"] == "utilization"]
-    gpu_models = ["NVIDIA GeForce RTX 2080 Ti"] * spec.node_gpus if spec.device_kind == "gpu" else []
+    gpu_models = (
+        ["NVIDIA GeForce RTX 2080 Ti"] * spec.node_gpus if spec.device_kind == "gpu" else []
+    )
     return {
-        "status": "complete", "duration_s": float(samples["ts"].max() - samples["ts"].min()),
-        "start_ts": float(samples["ts"].min()), "end_ts": float(samples["ts"].max()),
+        "status": "complete",
+        "duration_s": float(samples["ts"].max() - samples["ts"].min()),
+        "start_ts": float(samples["ts"].min()),
+        "end_ts": float(samples["ts"].max()),
         "domains": domains,
-        "utilization": [{"sensor": s, "device": d, "avg_pct": float(g["value"].mean())}
-                        for (s, d), g in util.groupby(["sensor", "device"])],
+        "utilization": [
+            {"sensor": s, "device": d, "avg_pct": float(g["value"].mean())}
+            for (s, d), g in util.groupby(["sensor", "device"])
+        ],
         "missing": missing,
         "metadata": {
-            "host": "node1", "cpu_model": "AMD Ryzen Threadripper 2950X 16-Core Processor",
-            "gpu_models": gpu_models, "gpu_driver": "550.54.15" if gpu_models else None,
-            "gpus": [{"index": i, "name": name, "energy_counter": True} for i, name in enumerate(gpu_models)],
+            "host": "node1",
+            "cpu_model": "AMD Ryzen Threadripper 2950X 16-Core Processor",
+            "gpu_models": gpu_models,
+            "gpu_driver": "550.54.15" if gpu_models else None,
+            "gpus": [
+                {"index": i, "name": name, "energy_counter": True}
+                for i, name in enumerate(gpu_models)
+            ],
             "greenkd_version": "0.1.0",
         },
     }
@@ -266,19 +357,47 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     if spec.status == "missing":
         return run_dir  # failed before its directory was made: only sweep.json knows of it
     run_dir.mkdir(parents=True, exist_ok=True)
-    data_threads = ({"parallel_calls": None, "max_intra_op_parallelism": None, "private_threadpool_size": None}
-                    if spec.threads == "autotune" else
-                    {"parallel_calls": int(spec.threads), "max_intra_op_parallelism": 1, "private_threadpool_size": None})
+    data_threads = (
+        {"parallel_calls": None, "max_intra_op_parallelism": None, "private_threadpool_size": None}
+        if spec.threads == "autotune"
+        else {
+            "parallel_calls": int(spec.threads),
+            "max_intra_op_parallelism": 1,
+            "private_threadpool_size": None,
+        }
+    )
     label = "autotune" if spec.threads == "autotune" else f"{spec.threads}-intra1"
     config = {
-        "model": spec.model, "width": 1.0, "dataset": "cifar10", "image_size": 32, "batch_size": 64,
-        "epochs": 30, "block": "a", "gpus": spec.gpus, "sched": spec.sched, "backend": "mpi", "fuse": spec.fused,
-        "data_threads": data_threads, "seed": 0, "out": str(run_dir),
+        "model": spec.model,
+        "width": 1.0,
+        "dataset": "cifar10",
+        "image_size": 32,
+        "batch_size": 64,
+        "epochs": 30,
+        "block": "a",
+        "gpus": spec.gpus,
+        "sched": spec.sched,
+        "backend": "mpi",
+        "fuse": spec.fused,
+        "data_threads": data_threads,
+        "seed": 0,
+        "out": str(run_dir),
     }
-    devices = (device_names(spec) if spec.device_kind == "gpu"
-               else [f"cpu{i}-cpu{i}" for i in range(spec.gpus)])
-    meta = {"version": "0.1.0", "host": "node1", "device_kind": spec.device_kind, "devices": devices,
-            "sweep": Path(sweep_dir).name, "run": spec.name, "repeat": spec.repeat, "data_threads_label": label}
+    devices = (
+        device_names(spec)
+        if spec.device_kind == "gpu"
+        else [f"cpu{i}-cpu{i}" for i in range(spec.gpus)]
+    )
+    meta = {
+        "version": "0.1.0",
+        "host": "node1",
+        "device_kind": spec.device_kind,
+        "devices": devices,
+        "sweep": Path(sweep_dir).name,
+        "run": spec.name,
+        "repeat": spec.repeat,
+        "data_threads_label": label,
+    }
     (run_dir / "config.json").write_text(json.dumps({"config": config, "meta": meta}, indent=2))
     plan = plan_dict(spec) if spec.plan else None
     if plan is not None:  # written before any task runs, so a killed run has it too
@@ -302,14 +421,26 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     total = window[1] - window[0]
     task_phase = (tasks["end"].max() - tasks["start"].min()) if len(tasks) else 0.0
     summary = {
-        "status": spec.status, "error": spec.error,
-        "teacher_accuracy": spec.teacher_accuracy, "student_accuracy": spec.student_accuracy,
+        "status": spec.status,
+        "error": spec.error,
+        "teacher_accuracy": spec.teacher_accuracy,
+        "student_accuracy": spec.student_accuracy,
         "student_accuracy_before_finetune": spec.student_accuracy - 0.02,
-        "teacher_params": 14_719_818, "student_params": 2_083_914,
-        "teacher_flops": 313_478_154, "student_flops": 47_120_394,
-        "seconds": {"setup": spec.setup_s, "tasks": task_phase, "assemble": spec.assemble_s,
-                    "finetune": spec.finetune_s, "total": total},
-        "start_ts": window[0], "end_ts": window[1], "n_devices": spec.gpus, "device_kind": spec.device_kind,
+        "teacher_params": 14_719_818,
+        "student_params": 2_083_914,
+        "teacher_flops": 313_478_154,
+        "student_flops": 47_120_394,
+        "seconds": {
+            "setup": spec.setup_s,
+            "tasks": task_phase,
+            "assemble": spec.assemble_s,
+            "finetune": spec.finetune_s,
+            "total": total,
+        },
+        "start_ts": window[0],
+        "end_ts": window[1],
+        "n_devices": spec.gpus,
+        "device_kind": spec.device_kind,
     }
     if plan is not None:
         summary["plan"] = plan
@@ -317,8 +448,14 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     return run_dir
 
 
-def write_sweep(root: Path, name: str, specs: list[RunSpec], *, spec: dict[str, Any] | None = None,
-                listed: bool = True) -> Path:
+def write_sweep(
+    root: Path,
+    name: str,
+    specs: list[RunSpec],
+    *,
+    spec: dict[str, Any] | None = None,
+    listed: bool = True,
+) -> Path:
     """Write sweep.json and every run; `listed=False` leaves sweep.json out."""
     sweep_dir = Path(root) / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -326,22 +463,42 @@ def write_sweep(root: Path, name: str, specs: list[RunSpec], *, spec: dict[str, 
         write_run(sweep_dir, s)
     if listed:
         status = {"killed": "partial", "missing": "failed"}
-        runs = [{"run": s.name, "status": status.get(s.status, s.status), "error": s.error} for s in specs]
-        payload = {"name": name, "created_ts": T0 - 60, "spec": spec or {"gpus": sorted({s.gpus for s in specs})},
-                   "runs": runs}
+        runs = [
+            {"run": s.name, "status": status.get(s.status, s.status), "error": s.error}
+            for s in specs
+        ]
+        payload = {
+            "name": name,
+            "created_ts": T0 - 60,
+            "spec": spec or {"gpus": sorted({s.gpus for s in specs})},
+            "runs": runs,
+        }
         (sweep_dir / "sweep.json").write_text(json.dumps(payload, indent=2))
     return sweep_dir
 
 
 def paper_table3_specs(model: str) -> list[RunSpec]:
     """Runs with the paper's Table 3 wall times (single AMD server, bin packing) and Table 9 energies."""
-    times = {"vgg16": {1: 3920.53, 2: 2214.57, 3: 1603.12, 4: 1274.77},
-             "resnet50": {1: 9693.24, 2: 5060.97, 3: 3876.03, 4: 2749.81}}[model]
-    energy_kj = {"vgg16": {1: 1061.98, 2: 950.70, 3: 929.30, 4: 893.44},
-                 "resnet50": {1: 1263.43, 2: 1106.68, 3: 1067.82, 4: 977.39}}[model]
-    return [RunSpec(name=f"{model}-n{n}", gpus=n, model=model, total_s=times[n], node_energy_j=energy_kj[n] * 1e3,
-                    sample_period_s=10.0, task_seconds=[t * 6 / n for t in VGG16_TASK_S])
-            for n in (1, 2, 3, 4)]
+    times = {
+        "vgg16": {1: 3920.53, 2: 2214.57, 3: 1603.12, 4: 1274.77},
+        "resnet50": {1: 9693.24, 2: 5060.97, 3: 3876.03, 4: 2749.81},
+    }[model]
+    energy_kj = {
+        "vgg16": {1: 1061.98, 2: 950.70, 3: 929.30, 4: 893.44},
+        "resnet50": {1: 1263.43, 2: 1106.68, 3: 1067.82, 4: 977.39},
+    }[model]
+    return [
+        RunSpec(
+            name=f"{model}-n{n}",
+            gpus=n,
+            model=model,
+            total_s=times[n],
+            node_energy_j=energy_kj[n] * 1e3,
+            sample_period_s=10.0,
+            task_seconds=[t * 6 / n for t in VGG16_TASK_S],
+        )
+        for n in (1, 2, 3, 4)
+    ]
 
 
 def demo_specs() -> list[RunSpec]:
@@ -354,6 +511,13 @@ def demo_specs() -> list[RunSpec]:
         for threads in ("autotune", "4"):
             for n in (1, 2, 4):
                 slow = 1 + 0.12 * (n - 1) if threads == "autotune" else 1.0
-                specs.append(RunSpec(name=f"{sched}-{threads}-n{n}", gpus=n, sched=sched, threads=threads,
-                                     task_seconds=[t * slow for t in VGG16_TASK_S]))
+                specs.append(
+                    RunSpec(
+                        name=f"{sched}-{threads}-n{n}",
+                        gpus=n,
+                        sched=sched,
+                        threads=threads,
+                        task_seconds=[t * slow for t in VGG16_TASK_S],
+                    )
+                )
     return specs

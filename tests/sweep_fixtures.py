@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 # n_train / batch_size = 2 steps per epoch: a layer task takes about a second
-TINY_RUN = {"n_train": 128, "n_val": 64, "batch_size": 64, "epochs": 2, "eval_every": 2, "finetune_epochs": 1}
+TINY_RUN = {
+    "n_train": 128,
+    "n_val": 64,
+    "batch_size": 64,
+    "epochs": 2,
+    "eval_every": 2,
+    "finetune_epochs": 1,
+}
 
 
 @pytest.fixture(scope="session")
@@ -68,19 +75,33 @@ def write_experiment(path: Path, *, sweep: dict, run: dict, name: str | None = N
     return path
 
 
-def greenkd(*args: str, cache: Path, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def greenkd(
+    *args: str, cache: Path, cwd: Path, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess, with the sweep tests' cache."""
     env = {**os.environ, "GREENKD_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", "greenkd", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "greenkd", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_greenkd(*args: str, cache: Path, cwd: Path) -> subprocess.Popen:
     """The real CLI started in its own session, so that a signal sent to it reaches it alone."""
     env = {**os.environ, "GREENKD_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "greenkd", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "greenkd", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 class Terminal:
@@ -94,8 +115,13 @@ class Terminal:
         env = {**os.environ, "GREENKD_CACHE": str(cache), "COLUMNS": "120"}
         master, slave = pty.openpty()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenkd", *args], cwd=cwd, env=env,
-            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            [sys.executable, "-m", "greenkd", *args],
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes its terminal
         )
         os.close(slave)
@@ -133,6 +159,10 @@ class Terminal:
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
     """Every file under `folder`: its mtime (ns) and a hash of its bytes."""
     return {
-        str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        str(p.relative_to(folder)): (
+            p.stat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }

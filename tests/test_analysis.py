@@ -43,13 +43,16 @@ def _samples(rows):
 # ----------------------------------------------------------------------------- the paper's tables
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    # Table 3 (single AMD server, bin packing): n -> (speedup, efficiency) as printed in the paper.
-    ("vgg16", {1: (1.00, 1.00), 2: (1.77, 0.89), 3: (2.45, 0.82), 4: (3.08, 0.77)}),
-    # The paper prints ResNet's efficiencies for 2 and 4 GPUs swapped (0.88 and 0.96); its own times give
-    # 9693.24 / 5060.97 / 2 = 0.96 and 9693.24 / 2749.81 / 4 = 0.88, which is what is asserted here.
-    ("resnet50", {1: (1.00, 1.00), 2: (1.92, 0.96), 3: (2.50, 0.83), 4: (3.53, 0.88)}),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # Table 3 (single AMD server, bin packing): n -> (speedup, efficiency) as printed in the paper.
+        ("vgg16", {1: (1.00, 1.00), 2: (1.77, 0.89), 3: (2.45, 0.82), 4: (3.08, 0.77)}),
+        # The paper prints ResNet's efficiencies for 2 and 4 GPUs swapped (0.88 and 0.96); its own times give
+        # 9693.24 / 5060.97 / 2 = 0.96 and 9693.24 / 2749.81 / 4 = 0.88, which is what is asserted here.
+        ("resnet50", {1: (1.00, 1.00), 2: (1.92, 0.96), 3: (2.50, 0.83), 4: (3.53, 0.88)}),
+    ],
+)
 def test_paper_table3_times_give_its_speedup_and_efficiency(tmp_path, model, expected):
     table = _scaling(write_sweep(tmp_path, model, paper_table3_specs(model)))
     assert sorted(table["devices"]) == [1, 2, 3, 4]
@@ -57,19 +60,26 @@ def test_paper_table3_times_give_its_speedup_and_efficiency(tmp_path, model, exp
         row = _row(table, devices=n)
         assert round(row["speedup"], 2) == speedup, n
         assert round(row["efficiency"], 2) == efficiency, n
-    assert _row(table, devices=4)["time_s"] == pytest.approx({"vgg16": 1274.77, "resnet50": 2749.81}[model])
+    assert _row(table, devices=4)["time_s"] == pytest.approx(
+        {"vgg16": 1274.77, "resnet50": 2749.81}[model]
+    )
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("vgg16", {2: 1.12, 3: 1.14, 4: 1.19}),
-    # The paper prints 1.18 for ResNet on 2 GPUs; its own energies give 1263.43 / 1106.68 = 1.14.
-    ("resnet50", {2: 1.14, 3: 1.18, 4: 1.29}),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("vgg16", {2: 1.12, 3: 1.14, 4: 1.19}),
+        # The paper prints 1.18 for ResNet on 2 GPUs; its own energies give 1263.43 / 1106.68 = 1.14.
+        ("resnet50", {2: 1.14, 3: 1.18, 4: 1.29}),
+    ],
+)
 def test_paper_table9_energies_give_its_greenup(tmp_path, model, expected):
     table = _scaling(write_sweep(tmp_path, model, paper_table3_specs(model)))
     base = _row(table, devices=1)
     assert base["greenup"] == pytest.approx(1.0)
-    assert base["energy_j"] == pytest.approx({"vgg16": 1061.98e3, "resnet50": 1263.43e3}[model], rel=1e-6)
+    assert base["energy_j"] == pytest.approx(
+        {"vgg16": 1061.98e3, "resnet50": 1263.43e3}[model], rel=1e-6
+    )
     for n, greenup in expected.items():
         assert round(_row(table, devices=n)["greenup"], 2) == greenup, n
 
@@ -86,7 +96,9 @@ def test_powerup_is_average_power_ratio_of_the_paper_runs(tmp_path):
 
 
 def test_window_energy_interpolates_the_cumulative_rows_at_the_interval_ends():
-    samples = _samples([(T0 + i, "msr", "package0", "energy", v, "J") for i, v in enumerate([0, 10, 30, 60, 100])])
+    samples = _samples(
+        [(T0 + i, "msr", "package0", "energy", v, "J") for i, v in enumerate([0, 10, 30, 60, 100])]
+    )
     energy = window_energy(samples, T0 + 0.5, T0 + 2.5)
     # 5 J at 0.5 s, 45 J at 2.5 s
     assert energy.set_index("device").loc["package0", "energy_j"] == pytest.approx(40.0)
@@ -102,8 +114,16 @@ def test_energy_just_past_the_samples_is_clamped_and_far_past_them_missing():
 
 def test_node_energy_sums_packages_never_cores_and_counts_idle_gpus(tmp_path):
     power = Power(package_w=60.0, cores_fraction=0.5, gpu_busy_w=200.0, gpu_idle_w=20.0)
-    spec = RunSpec(name="n2", gpus=2, sched="rr", task_seconds=[10.0, 6.0, 4.0], power=power,
-                   setup_s=5.0, assemble_s=2.0, finetune_s=3.0)
+    spec = RunSpec(
+        name="n2",
+        gpus=2,
+        sched="rr",
+        task_seconds=[10.0, 6.0, 4.0],
+        power=power,
+        setup_s=5.0,
+        assemble_s=2.0,
+        finetune_s=3.0,
+    )
     sweep = write_sweep(tmp_path, "s", [spec])
     row = run_table(load_sweep(sweep)).iloc[0]
     # rr on 2 GPUs: gpu0 runs 10 s + 4 s, gpu1 runs 6 s; the run lasts 5 + 14 + 2 + 3 = 24 s.
@@ -125,10 +145,14 @@ def test_node_energy_sums_packages_never_cores_and_counts_idle_gpus(tmp_path):
 
 
 def test_package_read_by_msr_and_powercap_is_counted_once(tmp_path):
-    sweep = write_sweep(tmp_path, "s", [RunSpec(name="r", device_kind="cpu", task_seconds=[4.0, 4.0])])
+    sweep = write_sweep(
+        tmp_path, "s", [RunSpec(name="r", device_kind="cpu", task_seconds=[4.0, 4.0])]
+    )
     path = sweep / "r" / "samples.csv"
     samples = pd.read_csv(path)
-    twin = samples[(samples["sensor"] == "msr") & samples["device"].str.startswith("package")].copy()
+    twin = samples[
+        (samples["sensor"] == "msr") & samples["device"].str.startswith("package")
+    ].copy()
     twin["sensor"] = "powercap"
     pd.concat([samples, twin]).to_csv(path, index=False)
     row = run_table(load_sweep(sweep)).iloc[0]
@@ -152,10 +176,12 @@ def test_gpus_without_cpu_energy_give_a_gpu_only_scope_and_say_so(tmp_path):
 
 
 def test_unprofiled_and_sensorless_runs_have_no_energy_and_say_why(tmp_path):
-    specs = [RunSpec(name="plain1", gpus=1, profiled=False),
-             RunSpec(name="plain2", gpus=2, profiled=False),
-             RunSpec(name="cpu1", gpus=1, sched="rr", device_kind="cpu", energy_sensors=False),
-             RunSpec(name="cpu2", gpus=2, sched="rr", device_kind="cpu", energy_sensors=False)]
+    specs = [
+        RunSpec(name="plain1", gpus=1, profiled=False),
+        RunSpec(name="plain2", gpus=2, profiled=False),
+        RunSpec(name="cpu1", gpus=1, sched="rr", device_kind="cpu", energy_sensors=False),
+        RunSpec(name="cpu2", gpus=2, sched="rr", device_kind="cpu", energy_sensors=False),
+    ]
     runs = run_table(load_sweep(write_sweep(tmp_path, "s", specs))).set_index("run")
     assert math.isnan(runs.loc["plain1", "energy_node_j"])
     assert runs.loc["plain1", "energy_note"] == "not profiled (no samples.csv)"
@@ -211,10 +237,18 @@ def test_device_load_and_makespan_follow_the_schedule(tmp_path):
 
 
 def test_cpu_task_energy_is_split_among_the_tasks_running_at_the_same_time():
-    samples = _samples([(T0 + i, "msr", "package0", "energy", 100.0 * i, "J") for i in range(21)]
-                       + [(T0 + i, "msr", "core0", "energy", 50.0 * i, "J") for i in range(21)])
-    tasks = pd.DataFrame({"task": ["a", "b", "c"], "device": ["cpu0-cpu0", "cpu1-cpu1", "cpu0-cpu0"],
-                          "start": [T0, T0 + 4, T0 + 18], "end": [T0 + 10, T0 + 16, T0 + 20]})
+    samples = _samples(
+        [(T0 + i, "msr", "package0", "energy", 100.0 * i, "J") for i in range(21)]
+        + [(T0 + i, "msr", "core0", "energy", 50.0 * i, "J") for i in range(21)]
+    )
+    tasks = pd.DataFrame(
+        {
+            "task": ["a", "b", "c"],
+            "device": ["cpu0-cpu0", "cpu1-cpu1", "cpu0-cpu0"],
+            "start": [T0, T0 + 4, T0 + 18],
+            "end": [T0 + 10, T0 + 16, T0 + 20],
+        }
+    )
     tasks["seconds"] = tasks["end"] - tasks["start"]
     energy = task_energy(tasks, samples).set_index("task")
     # a: 4 s alone (400 J) + 6 s shared with b (300 J); b: 300 J + 6 s alone; c: 2 s alone. Cores unused.
@@ -227,7 +261,9 @@ def test_cpu_task_energy_is_split_among_the_tasks_running_at_the_same_time():
 
 def test_gpu_task_is_charged_its_own_gpu_and_a_share_of_the_cpu(tmp_path):
     power = Power(package_w=50.0, gpu_busy_w=200.0, gpu_idle_w=20.0)
-    spec = RunSpec(name="r", gpus=2, sched="rr", task_seconds=[6.0, 4.0, 2.0], power=power, packages=1)
+    spec = RunSpec(
+        name="r", gpus=2, sched="rr", task_seconds=[6.0, 4.0, 2.0], power=power, packages=1
+    )
     run = load_sweep(write_sweep(tmp_path, "s", [spec])).runs[0]
     energy = task_energy(run.tasks, run.samples).set_index(run.tasks["task"])
     first, second, third = run.tasks["task"]
@@ -254,15 +290,21 @@ def test_group_without_a_one_device_run_has_no_speedup_and_says_why(tmp_path):
 
 
 def test_failed_one_device_run_leaves_its_group_without_a_baseline(tmp_path):
-    specs = [RunSpec(name="n1", gpus=1, status="failed", error="CUDA out of memory"), RunSpec(name="n2", gpus=2)]
+    specs = [
+        RunSpec(name="n1", gpus=1, status="failed", error="CUDA out of memory"),
+        RunSpec(name="n2", gpus=2),
+    ]
     runs = run_table(load_sweep(write_sweep(tmp_path, "s", specs))).set_index("run")
     assert runs.loc["n1", "reason"] == "failed: CUDA out of memory"
     assert math.isnan(_row(scaling_table(runs.reset_index()), devices=2)["speedup"])
 
 
 def test_repeats_give_the_median_and_the_best_to_worst_envelope(tmp_path):
-    specs = [RunSpec(name=f"n{n}-r{i}", gpus=n, repeat=i, total_s=t, task_seconds=[10.0, 10.0])
-             for n, times in ((1, [100.0, 110.0, 120.0]), (2, [60.0, 50.0, 55.0])) for i, t in enumerate(times)]
+    specs = [
+        RunSpec(name=f"n{n}-r{i}", gpus=n, repeat=i, total_s=t, task_seconds=[10.0, 10.0])
+        for n, times in ((1, [100.0, 110.0, 120.0]), (2, [60.0, 50.0, 55.0]))
+        for i, t in enumerate(times)
+    ]
     table = _scaling(write_sweep(tmp_path, "s", specs))
     row = _row(table, devices=2)
     assert row["repeats"] == 3
@@ -275,23 +317,39 @@ def test_repeats_give_the_median_and_the_best_to_worst_envelope(tmp_path):
 
 
 def test_groups_split_on_every_config_field_but_device_count_and_output(tmp_path):
-    specs = [RunSpec(name=f"{sched}-{threads}-n{n}", gpus=n, sched=sched, threads=threads)
-             for sched in ("rr", "binpack") for threads in ("autotune", "4") for n in (1, 2)]
+    specs = [
+        RunSpec(name=f"{sched}-{threads}-n{n}", gpus=n, sched=sched, threads=threads)
+        for sched in ("rr", "binpack")
+        for threads in ("autotune", "4")
+        for n in (1, 2)
+    ]
     runs = run_table(load_sweep(write_sweep(tmp_path, "s", specs)))
     assert runs["group"].nunique() == 4
-    assert set(runs["label"]) == {"rr · autotune", "rr · 4-intra1", "binpack · autotune", "binpack · 4-intra1"}
+    assert set(runs["label"]) == {
+        "rr · autotune",
+        "rr · 4-intra1",
+        "binpack · autotune",
+        "binpack · 4-intra1",
+    }
     # Each run's `out` differs, and still the 1- and 2-device runs of a setting share a group.
     for _, g in runs.groupby("group"):
-        assert sorted(g["devices"]) == [1, 2] and g["sched"].nunique() == 1 and g["threads"].nunique() == 1
+        assert (
+            sorted(g["devices"]) == [1, 2]
+            and g["sched"].nunique() == 1
+            and g["threads"].nunique() == 1
+        )
     table = scaling_table(runs)
     assert len(table) == 8 and table["speedup"].notna().all()
 
 
 def test_partial_killed_and_missing_runs_are_left_out_with_their_reason(tmp_path):
-    specs = [RunSpec(name="ok1", gpus=1), RunSpec(name="ok2", gpus=2),
-             RunSpec(name="part", gpus=3, status="partial", error="interrupted (SIGINT)"),
-             RunSpec(name="killed", gpus=4, status="killed"),
-             RunSpec(name="gone", gpus=4, status="missing", error="worker crashed before start")]
+    specs = [
+        RunSpec(name="ok1", gpus=1),
+        RunSpec(name="ok2", gpus=2),
+        RunSpec(name="part", gpus=3, status="partial", error="interrupted (SIGINT)"),
+        RunSpec(name="killed", gpus=4, status="killed"),
+        RunSpec(name="gone", gpus=4, status="missing", error="worker crashed before start"),
+    ]
     sweep = load_sweep(write_sweep(tmp_path, "s", specs))
     runs = run_table(sweep).set_index("run")
     assert list(runs.index) == ["ok1", "ok2", "part", "killed", "gone"]
@@ -303,7 +361,9 @@ def test_partial_killed_and_missing_runs_are_left_out_with_their_reason(tmp_path
 
 
 def test_runs_are_found_without_sweep_json_and_noted(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, "s", [RunSpec(name="a"), RunSpec(name="b", gpus=2)], listed=False))
+    sweep = load_sweep(
+        write_sweep(tmp_path, "s", [RunSpec(name="a"), RunSpec(name="b", gpus=2)], listed=False)
+    )
     assert [r.name for r in sweep.runs] == ["a", "b"]
     assert sweep.notes == ["no sweep.json; runs were found from their directories"]
 

@@ -83,8 +83,15 @@ def test_measured_makespan_runs_from_the_first_start_to_the_last_end(tmp_path):
 def test_fused_pass_is_counted_once_and_the_plan_says_it_was_fused(tmp_path):
     # binpack of [6, 4, 3, 2] on 2 GPUs: gpu0 {6, 2}, gpu1 {4, 3}. Half of each task is teacher prefix,
     # so a fused pass takes max/2 + sum/2: gpu0 3 + 4 = 7 s, gpu1 2 + 3.5 = 5.5 s.
-    run = _run(tmp_path, gpus=2, sched="binpack", task_seconds=[6.0, 4.0, 3.0, 2.0], fused=True,
-               prefix_fraction=0.5, predicted_task_s=[4.0, 4.0, 4.0, 4.0])
+    run = _run(
+        tmp_path,
+        gpus=2,
+        sched="binpack",
+        task_seconds=[6.0, 4.0, 3.0, 2.0],
+        fused=True,
+        prefix_fraction=0.5,
+        predicted_task_s=[4.0, 4.0, 4.0, 4.0],
+    )
     assert set(run.tasks["seconds"]) == {7.0, 5.5}  # every row carries its whole pass
     c = compare_plan(run.plan, run.tasks)
     assert c.fused is True and any(n.startswith("fused plan") for n in c.notes)
@@ -95,7 +102,9 @@ def test_fused_pass_is_counted_once_and_the_plan_says_it_was_fused(tmp_path):
     assert list(d["measured_busy_s"]) == pytest.approx([7.0, 5.5])  # not 14 and 11, the rows' sum
     assert list(d["busy_ratio"]) == pytest.approx([7 / 6, 5.5 / 6])
     load = device_load(run.tasks).set_index("device")
-    assert load.loc["gpu0", "busy_s"] == pytest.approx(7.0) and load.loc["gpu1", "idle_s"] == pytest.approx(1.5)
+    assert load.loc["gpu0", "busy_s"] == pytest.approx(7.0) and load.loc[
+        "gpu1", "idle_s"
+    ] == pytest.approx(1.5)
     # Fused rows have no separate task times: no makespan bound is drawn from them.
     assert math.isnan(run_table(load_sweep(tmp_path)).iloc[0]["makespan_lb_s"])
 
@@ -132,15 +141,19 @@ def test_a_run_cut_short_has_no_measured_makespan(tmp_path):
 
 def test_devices_the_plan_does_not_name_are_not_guessed(tmp_path):
     run = _run(tmp_path, gpus=2, predicted_task_s=TEN_S_EACH)
-    run = _rewrite_tasks(run.path, lambda t: t.__setitem__("device", t["device"].map({"gpu0": "cpuset0",
-                                                                                        "gpu1": "cpuset1"})))
+    run = _rewrite_tasks(
+        run.path,
+        lambda t: t.__setitem__("device", t["device"].map({"gpu0": "cpuset0", "gpu1": "cpuset1"})),
+    )
     c = compare_plan(run.plan, run.tasks)
     assert c.measured_makespan_s == pytest.approx(147.0)  # the run as a whole still compares
     plan_rows = c.devices[c.devices["device"].isin(["gpu0", "gpu1"])]
     assert plan_rows["measured_span_s"].isna().all()
     assert plan_rows["note"].str.contains("none of tasks.csv's devices").all()
     extra = c.devices.set_index("device").loc[["cpuset0", "cpuset1"]]
-    assert extra["predicted_load_s"].isna().all() and list(extra["measured_span_s"]) == pytest.approx([147.0, 140.0])
+    assert extra["predicted_load_s"].isna().all() and list(
+        extra["measured_span_s"]
+    ) == pytest.approx([147.0, 140.0])
     assert math.isnan(c.moved_tasks)
 
 
@@ -173,15 +186,23 @@ def test_interval_union_counts_shared_time_once():
 
 
 def test_plan_tables_cover_every_run_with_reasons(tmp_path):
-    specs = [RunSpec(name="old-n1", gpus=1, plan=False),
-             RunSpec(name="new-n2", gpus=2, predicted_task_s=TEN_S_EACH, cost_source="analytic"),
-             RunSpec(name="cut-n2", gpus=2, sched="rr", status="killed")]
+    specs = [
+        RunSpec(name="old-n1", gpus=1, plan=False),
+        RunSpec(name="new-n2", gpus=2, predicted_task_s=TEN_S_EACH, cost_source="analytic"),
+        RunSpec(name="cut-n2", gpus=2, sched="rr", status="killed"),
+    ]
     runs, devices = plan_tables(load_sweep(write_sweep(tmp_path, "s", specs)))
     runs = runs.set_index("run")
-    assert runs.loc["old-n1", "plan_reason"] == NO_PLAN and math.isnan(runs.loc["old-n1", "makespan_ratio"])
-    assert runs.loc["new-n2", "makespan_ratio"] == pytest.approx(2.1) and runs.loc["new-n2", "usable"]
+    assert runs.loc["old-n1", "plan_reason"] == NO_PLAN and math.isnan(
+        runs.loc["old-n1", "makespan_ratio"]
+    )
+    assert (
+        runs.loc["new-n2", "makespan_ratio"] == pytest.approx(2.1) and runs.loc["new-n2", "usable"]
+    )
     assert "analytic model" in runs.loc["new-n2", "plan_note"]
-    assert not runs.loc["cut-n2", "usable"] and runs.loc["cut-n2", "plan_reason"].startswith("tasks.csv lacks")
+    assert not runs.loc["cut-n2", "usable"] and runs.loc["cut-n2", "plan_reason"].startswith(
+        "tasks.csv lacks"
+    )
     assert set(devices["run"]) == {"new-n2", "cut-n2"}
     new = devices[devices["run"] == "new-n2"]
     assert list(new["device"]) == ["gpu0", "gpu1"] and list(new["devices"]) == [2, 2]
@@ -191,7 +212,15 @@ def test_plan_tables_cover_every_run_with_reasons(tmp_path):
 def test_plan_json_written_by_the_fixture_is_the_plans_own_format(tmp_path):
     run = _run(tmp_path, gpus=3, sched="rr", task_seconds=[3.0, 2.0, 1.0, 4.0])
     plan = json.loads((run.path / "plan.json").read_text())
-    assert plan["assignment"] == [["block1_conv1", "block2_conv1"], ["block1_conv2"], ["block1_conv3"]]
-    assert plan["predicted_load_s"] == [7.0, 2.0, 1.0] and plan["devices"] == ["gpu0", "gpu1", "gpu2"]
+    assert plan["assignment"] == [
+        ["block1_conv1", "block2_conv1"],
+        ["block1_conv2"],
+        ["block1_conv3"],
+    ]
+    assert plan["predicted_load_s"] == [7.0, 2.0, 1.0] and plan["devices"] == [
+        "gpu0",
+        "gpu1",
+        "gpu2",
+    ]
     assert plan == json.loads((run.path / "summary.json").read_text())["plan"]
     assert run.tasks["start"].min() == T0 + 5.0

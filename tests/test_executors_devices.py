@@ -40,8 +40,11 @@ def test_a_runs_parent_uses_only_its_cpu_devices_cores_and_gets_the_machine_back
         thread.join()
     assert seen == [{CORES[0]}] and allowed_cores() == CORES
     # devices covering every core, GPUs, or an external cluster's workers change nothing
-    for devices in (plan_devices(2, cores_per_device=1)[: len(CORES)] if len(CORES) == 2 else [],
-                    [Device("gpu", 0, "gpu0", ())], [Device("remote", 0, "dask0", ())]):
+    for devices in (
+        plan_devices(2, cores_per_device=1)[: len(CORES)] if len(CORES) == 2 else [],
+        [Device("gpu", 0, "gpu0", ())],
+        [Device("remote", 0, "dask0", ())],
+    ):
         with confined_to(devices) as cores:
             assert allowed_cores() == CORES and cores == CORES
 

@@ -21,8 +21,12 @@ from profilers import Profiler
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "greenkd.cli", "report", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "greenkd.cli", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _text(page: str) -> str:
@@ -60,7 +64,7 @@ def test_plotly_is_inlined_once_and_nothing_is_loaded_from_elsewhere(tmp_path):
     page = report.html
     assert page.count("plotly.js v") == 1  # the library's banner, inlined once
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//""", page)
-    assert page.count("class=\"plotly-graph-div\"") == len(report.figures)
+    assert page.count('class="plotly-graph-div"') == len(report.figures)
 
 
 def build_report_for(tmp_path, specs):
@@ -72,16 +76,29 @@ def test_report_has_the_paper_figures_for_a_full_sweep(tmp_path):
     titles = [fig.layout.title.text for fig in report.figures]
     assert titles[:2] == ["Speedup vs devices", "Efficiency vs devices"]
     assert "Energy savings and power cost of parallelism" in titles
-    groups = ["round robin · autotune", "round robin · 4-intra1", "bin packing · autotune", "bin packing · 4-intra1"]
+    groups = [
+        "round robin · autotune",
+        "round robin · 4-intra1",
+        "bin packing · autotune",
+        "bin packing · 4-intra1",
+    ]
     for group in groups:
         assert f"Layer runtimes · {group}" in titles
         assert f"Task allocation · {group} · 4 GPUs" in titles
     # speedup figure: the ideal line plus one line per group, coloured by scheduler
     speedup = report.figures[0]
     colours = {t.name: t.line.color for t in speedup.data}
-    assert colours["round robin · autotune"] == colours["round robin · 4-intra1"] != colours["bin packing · autotune"]
+    assert (
+        colours["round robin · autotune"]
+        == colours["round robin · 4-intra1"]
+        != colours["bin packing · autotune"]
+    )
     assert list(speedup.data[0].y) == [1, 2, 3, 4]  # ideal
-    gantt = next(f for f in report.figures if f.layout.title.text == "Task allocation · round robin · 4-intra1 · 4 GPUs")
+    gantt = next(
+        f
+        for f in report.figures
+        if f.layout.title.text == "Task allocation · round robin · 4-intra1 · 4 GPUs"
+    )
     bars = gantt.data[0]
     assert len(bars.x) == 13 and sorted(set(bars.y)) == ["gpu0", "gpu1", "gpu2", "gpu3"]
     # round robin: gpu0 runs tasks 0, 4, 8, 12 back to back
@@ -89,8 +106,11 @@ def test_report_has_the_paper_figures_for_a_full_sweep(tmp_path):
 
 
 def test_repeats_draw_whiskers_from_the_worst_to_the_best_repeat(tmp_path):
-    specs = [RunSpec(name=f"n{n}-r{i}", gpus=n, repeat=i, total_s=t, task_seconds=[10.0, 10.0])
-             for n, times in ((1, [100.0, 120.0]), (2, [50.0, 60.0])) for i, t in enumerate(times)]
+    specs = [
+        RunSpec(name=f"n{n}-r{i}", gpus=n, repeat=i, total_s=t, task_seconds=[10.0, 10.0])
+        for n, times in ((1, [100.0, 120.0]), (2, [50.0, 60.0]))
+        for i, t in enumerate(times)
+    ]
     speedup = build_report_for(tmp_path, specs).figures[0]
     line = next(t for t in speedup.data if t.name != "ideal")
     # median speedup 110 / 55 = 2; best 120 / 50 = 2.4, worst 100 / 60 = 1.667
@@ -100,10 +120,28 @@ def test_repeats_draw_whiskers_from_the_worst_to_the_best_repeat(tmp_path):
 
 
 def test_report_names_left_out_runs_and_missing_sensors(tmp_path):
-    specs = [RunSpec(name=f"cpu{n}", gpus=n, sched="rr", device_kind="cpu", energy_sensors=False,
-                     task_seconds=[6.0, 4.0, 3.0]) for n in (1, 2)]
-    specs.append(RunSpec(name="cpu3", gpus=3, sched="rr", device_kind="cpu", status="failed",
-                         error="worker 2 exited with code 137", energy_sensors=False))
+    specs = [
+        RunSpec(
+            name=f"cpu{n}",
+            gpus=n,
+            sched="rr",
+            device_kind="cpu",
+            energy_sensors=False,
+            task_seconds=[6.0, 4.0, 3.0],
+        )
+        for n in (1, 2)
+    ]
+    specs.append(
+        RunSpec(
+            name="cpu3",
+            gpus=3,
+            sched="rr",
+            device_kind="cpu",
+            status="failed",
+            error="worker 2 exited with code 137",
+            energy_sensors=False,
+        )
+    )
     report = build_report_for(tmp_path, specs)
     text = _text(report.html)
     assert "failed: worker 2 exited with code 137" in text
@@ -112,11 +150,18 @@ def test_report_names_left_out_runs_and_missing_sensors(tmp_path):
     titles = [fig.layout.title.text for fig in report.figures]
     assert "Task allocation · round robin · autotune · 2 CPU workers" in titles
     timeline = next(f for f in report.figures if f.layout.title.text.endswith("run cpu2"))
-    assert {t.name for t in timeline.data} == {"CPU (all)", "cpu0-cpu0", "cpu1-cpu1"}  # utilisation only
+    assert {t.name for t in timeline.data} == {
+        "CPU (all)",
+        "cpu0-cpu0",
+        "cpu1-cpu1",
+    }  # utilisation only
 
 
 def test_report_of_a_sweep_where_every_run_failed_explains_itself(tmp_path):
-    specs = [RunSpec(name="a", status="failed", error="no GPU visible"), RunSpec(name="b", gpus=2, status="killed")]
+    specs = [
+        RunSpec(name="a", status="failed", error="no GPU visible"),
+        RunSpec(name="b", gpus=2, status="killed"),
+    ]
     report = build_report_for(tmp_path, specs)
     assert report.figures == []
     text = _text(report.html)
@@ -169,15 +214,35 @@ def test_report_reads_what_the_real_profiler_writes(tmp_path):
             pass
         end = time.time()
     for n, name in ((1, "cpu-n1"), (2, "cpu-n2")):
-        spec = RunSpec(name=name, gpus=n, sched="rr", device_kind="cpu", profiled=False, start_ts=start,
-                       setup_s=0.1, task_seconds=[0.6, 0.4, 0.3], assemble_s=0.1, finetune_s=0.2)
+        spec = RunSpec(
+            name=name,
+            gpus=n,
+            sched="rr",
+            device_kind="cpu",
+            profiled=False,
+            start_ts=start,
+            setup_s=0.1,
+            task_seconds=[0.6, 0.4, 0.3],
+            assemble_s=0.1,
+            finetune_s=0.2,
+        )
         write_run(sweep_dir, spec)
         if n == 2:
             shutil.copy(first / "samples.csv", sweep_dir / name / "samples.csv")
             shutil.copy(first / "profile.json", sweep_dir / name / "profile.json")
-    (sweep_dir / "sweep.json").write_text(json.dumps({"name": "real", "created_ts": start, "spec": {},
-                                                      "runs": [{"run": "cpu-n1", "status": "complete", "error": None},
-                                                               {"run": "cpu-n2", "status": "complete", "error": None}]}))
+    (sweep_dir / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": "real",
+                "created_ts": start,
+                "spec": {},
+                "runs": [
+                    {"run": "cpu-n1", "status": "complete", "error": None},
+                    {"run": "cpu-n2", "status": "complete", "error": None},
+                ],
+            }
+        )
+    )
     samples = pd.read_csv(first / "samples.csv")
     assert samples["ts"].min() <= start + 0.3 and samples["ts"].max() >= end - 0.3
 
@@ -186,7 +251,10 @@ def test_report_reads_what_the_real_profiler_writes(tmp_path):
     runs = {r.name: r for r in sweep.runs}
     assert runs["cpu-n1"].usable and runs["cpu-n2"].usable
     text = _text(report.html)
-    assert "energy not measured (no energy sensor: msr:" in text and "No greenup: no energy sensor" in text
+    assert (
+        "energy not measured (no energy sensor: msr:" in text
+        and "No greenup: no energy sensor" in text
+    )
     missing = json.loads((first / "profile.json").read_text())["missing"]
     assert missing and all(html.unescape(m["reason"]) in text for m in missing)
     timeline = next(f for f in report.figures if f.layout.title.text.endswith("run cpu-n2"))

@@ -13,10 +13,20 @@ from run_fixtures import RunSpec, demo_specs, write_sweep
 from greenkd.analysis import load_sweep
 from greenkd.report import build_report, write_report
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 # Per plot div: plotly's svg drawn, the traces plotly laid out, and the marks it painted.
 DRAWN_JS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d => ({
@@ -38,15 +48,21 @@ def browser():
 
 
 def test_every_plot_is_drawn_offline_in_chromium(tmp_path, browser):
-    specs = [*demo_specs(), RunSpec(name="ws-autotune-n4", gpus=4, sched="ws", status="failed", error="oom")]
+    specs = [
+        *demo_specs(),
+        RunSpec(name="ws-autotune-n4", gpus=4, sched="ws", status="failed", error="oom"),
+    ]
     sweep_dir = write_sweep(tmp_path / "results", "demo", specs)
     path = write_report(sweep_dir, tmp_path / "reports")
     figures = build_report(load_sweep(sweep_dir)).figures
     assert len(figures) >= 15
     # The fixtures write plan.json, so the predicted-vs-measured figures are among those to draw.
     titles = [f.layout.title.text for f in figures]
-    assert {"Predicted vs measured makespan", "Measured / predicted makespan vs devices",
-            "Predicted vs measured load · bin packing · 4-intra1 · 4 GPUs"} <= set(titles)
+    assert {
+        "Predicted vs measured makespan",
+        "Measured / predicted makespan vs devices",
+        "Predicted vs measured load · bin packing · 4-intra1 · 4 GPUs",
+    } <= set(titles)
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     requests: list[str] = []
@@ -60,7 +76,8 @@ def test_every_plot_is_drawn_offline_in_chromium(tmp_path, browser):
         page.wait_for_function(
             "n => [...document.querySelectorAll('.plotly-graph-div')]"
             ".filter(d => d.querySelector('svg.main-svg')).length >= n",
-            arg=len(figures), timeout=15_000,
+            arg=len(figures),
+            timeout=15_000,
         )
     drawn = page.evaluate(DRAWN_JS)
 

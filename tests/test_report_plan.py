@@ -29,8 +29,11 @@ def _section_text(page: str, sid: str) -> str:
 
 
 def test_predicted_and_measured_makespans_are_plotted_against_the_ideal(tmp_path):
-    specs = [RunSpec(name=f"{sched}-n{n}", gpus=n, sched=sched, predicted_task_s=TEN_S_EACH)
-             for sched in ("rr", "binpack") for n in (1, 2)]
+    specs = [
+        RunSpec(name=f"{sched}-n{n}", gpus=n, sched=sched, predicted_task_s=TEN_S_EACH)
+        for sched in ("rr", "binpack")
+        for n in (1, 2)
+    ]
     report = _report(tmp_path, specs)
     scatter = _figure(report, "Predicted vs measured makespan")
     ideal = scatter.data[0]
@@ -40,7 +43,9 @@ def test_predicted_and_measured_makespans_are_plotted_against_the_ideal(tmp_path
     # 13 tasks of 10 s predicted; 287 s measured on one GPU. Two GPUs: binpack 70 vs 147 s (see
     # test_analysis_plan); round robin: gpu0 tasks 0, 2, ..., 12 (136 s), gpu1 the other six (151 s).
     binpack = points["bin packing · autotune"]
-    assert list(binpack.x) == pytest.approx([130.0, 70.0]) and list(binpack.y) == pytest.approx([287.0, 147.0])
+    assert list(binpack.x) == pytest.approx([130.0, 70.0]) and list(binpack.y) == pytest.approx(
+        [287.0, 147.0]
+    )
     assert list(points["round robin · autotune"].y) == pytest.approx([287.0, 151.0])
     # Colours are the scheduler's, as in the speedup figure.
     speedup = {t.name: t.line.color for t in report.figures[0].data}
@@ -60,8 +65,12 @@ def test_per_device_bars_for_the_largest_device_count(tmp_path):
     assert list(predicted.y) == pytest.approx([70.0, 60.0])
     assert list(measured.y) == pytest.approx([147.0, 140.0])
     assert list(measured.text) == ["2.10×", "2.33×"]
-    assert not [f for f in report.figures if f.layout.title.text.endswith("· 1 GPU")
-                and f.layout.title.text.startswith("Predicted vs measured load")]
+    assert not [
+        f
+        for f in report.figures
+        if f.layout.title.text.endswith("· 1 GPU")
+        and f.layout.title.text.startswith("Predicted vs measured load")
+    ]
     text = _section_text(report.html, "prediction")
     assert re.search(r"n2\s+store\s+independent\s+70\.0\s+147\.0\s+2\.10×", text)
 
@@ -84,7 +93,10 @@ def test_an_older_run_beside_newer_ones_keeps_its_reason_in_the_table(tmp_path):
 
 
 def test_analytic_costs_far_from_the_measured_seconds_get_log_axes(tmp_path):
-    specs = [RunSpec(name=f"n{n}", gpus=n, cost_source="analytic", predicted_task_s=[0.01] * 13) for n in (1, 2)]
+    specs = [
+        RunSpec(name=f"n{n}", gpus=n, cost_source="analytic", predicted_task_s=[0.01] * 13)
+        for n in (1, 2)
+    ]
     report = _report(tmp_path, specs)
     scatter = _figure(report, "Predicted vs measured makespan")
     assert scatter.layout.xaxis.type == scatter.layout.yaxis.type == "log"
@@ -94,7 +106,9 @@ def test_analytic_costs_far_from_the_measured_seconds_get_log_axes(tmp_path):
 
 
 def test_a_fused_run_has_no_task_makespan_bound_in_its_allocation_chart(tmp_path):
-    specs = [RunSpec(name=f"n{n}", gpus=n, fused=True, task_seconds=[6.0, 4.0, 3.0, 2.0]) for n in (1, 2)]
+    specs = [
+        RunSpec(name=f"n{n}", gpus=n, fused=True, task_seconds=[6.0, 4.0, 3.0, 2.0]) for n in (1, 2)
+    ]
     report = _report(tmp_path, specs)
     gantt = _figure(report, "Task allocation · bin packing · autotune · 2 GPUs")
     assert not gantt.layout.shapes  # no bound line: fused tasks have no separate times
@@ -105,11 +119,19 @@ def test_a_fused_run_has_no_task_makespan_bound_in_its_allocation_chart(tmp_path
 
 def test_runs_planned_on_different_cost_sources_are_not_one_median(tmp_path):
     # A sweep's first run finds no stored times (analytic costs); its repeat and later runs use the store.
-    specs = [RunSpec(name="n1-r0", gpus=1, cost_source="analytic", predicted_task_s=[0.01] * 13),
-             RunSpec(name="n1-r1", gpus=1, repeat=1), RunSpec(name="n2-r0", gpus=2)]
+    specs = [
+        RunSpec(name="n1-r0", gpus=1, cost_source="analytic", predicted_task_s=[0.01] * 13),
+        RunSpec(name="n1-r1", gpus=1, repeat=1),
+        RunSpec(name="n2-r0", gpus=2),
+    ]
     ratio = _figure(_report(tmp_path, specs), "Measured / predicted makespan vs devices")
     lines = {t.name: list(t.y) for t in ratio.data}
-    assert lines.keys() == {"bin packing · autotune · analytic costs", "bin packing · autotune · store costs"}
+    assert lines.keys() == {
+        "bin packing · autotune · analytic costs",
+        "bin packing · autotune · store costs",
+    }
     assert lines["bin packing · autotune · analytic costs"] == pytest.approx([287 / 0.13])
-    assert lines["bin packing · autotune · store costs"] == pytest.approx([1.0, 1.0])  # exact predictions
+    assert lines["bin packing · autotune · store costs"] == pytest.approx(
+        [1.0, 1.0]
+    )  # exact predictions
     assert ratio.layout.yaxis.type == "log"

@@ -16,7 +16,9 @@ def _shared_baseline_sweep(tmp_path):
         # autotune: one 1-device run (configured rr, as the sweep does), 2 devices with rr and binpack
         RunSpec(name="g1-tauto-r0", gpus=1, sched="rr", total_s=100.0, node_energy_j=10_000.0),
         RunSpec(name="g2-rr-tauto-r0", gpus=2, sched="rr", total_s=60.0, node_energy_j=8_000.0),
-        RunSpec(name="g2-binpack-tauto-r0", gpus=2, sched="binpack", total_s=50.0, node_energy_j=6_250.0),
+        RunSpec(
+            name="g2-binpack-tauto-r0", gpus=2, sched="binpack", total_s=50.0, node_energy_j=6_250.0
+        ),
         # 4 threads: no 1-device run at all, and autotune's is not its baseline
         RunSpec(name="g2-rr-t4-r0", gpus=2, sched="rr", threads="4", total_s=40.0),
     ]

@@ -55,21 +55,43 @@ def _task_rows(path: Path) -> int:
 def interrupted_sweep(tmp_path_factory, sweep_cache, tiny_teacher):
     """A 1- and 2-device sweep in a terminal, Ctrl-C while its second run is mid-way, then `--resume`."""
     root = tmp_path_factory.mktemp("interrupted")
-    experiment = write_experiment(root / "tiny.toml", name="tiny",
-                                  sweep={"gpus": "1-2", "sched": "rr", "data_threads": "autotune"},
-                                  run={"model": str(tiny_teacher), **TINY_RUN})
-    args = ("sweep", "--experiment", str(experiment), "--name", "t", "--out", "res", "--reports", "rep")
+    experiment = write_experiment(
+        root / "tiny.toml",
+        name="tiny",
+        sweep={"gpus": "1-2", "sched": "rr", "data_threads": "autotune"},
+        run={"model": str(tiny_teacher), **TINY_RUN},
+    )
+    args = (
+        "sweep",
+        "--experiment",
+        str(experiment),
+        "--name",
+        "t",
+        "--out",
+        "res",
+        "--reports",
+        "rep",
+    )
     sweep = root / "res" / "t"
     first, second = sweep / "g1-tauto-r0", sweep / "g2-rr-tauto-r0"
     terminal = Terminal(*args, cache=sweep_cache, cwd=root)
-    _wait_for(lambda: (_json(first / "summary.json") or {}).get("status") == "complete",
-              timeout_s=120, proc=terminal.proc, what="the first run completes")
-    _wait_for(lambda: _task_rows(second / "tasks.csv") >= 1, timeout_s=120, proc=terminal.proc,
-              what="the second run finishes a layer task")
+    _wait_for(
+        lambda: (_json(first / "summary.json") or {}).get("status") == "complete",
+        timeout_s=120,
+        proc=terminal.proc,
+        what="the first run completes",
+    )
+    _wait_for(
+        lambda: _task_rows(second / "tasks.csv") >= 1,
+        timeout_s=120,
+        proc=terminal.proc,
+        what="the second run finishes a layer task",
+    )
     terminal.ctrl_c()
     code, shown = terminal.wait(timeout=60)
     state = {
-        "code": code, "stderr": shown,
+        "code": code,
+        "stderr": shown,
         "sweep_json": _json(sweep / "sweep.json"),
         "second_summary": _json(second / "summary.json"),
         "second_profile": _json(second / "profile.json"),
@@ -105,8 +127,11 @@ def test_the_cut_run_keeps_its_samples_tasks_and_a_partial_summary(interrupted_s
     samples = state["second_samples"]
     assert (samples["metric"] == "utilization").sum() >= 1  # procstat kept sampling until the end
     # every finished task's block weights are on disk, and only those
-    blocks = sorted(f.removeprefix("blocks/").removesuffix(".npz") for f in state["second_files"]
-                    if f.startswith("blocks/"))
+    blocks = sorted(
+        f.removeprefix("blocks/").removesuffix(".npz")
+        for f in state["second_files"]
+        if f.startswith("blocks/")
+    )
     assert blocks == done
 
 
@@ -130,12 +155,21 @@ def test_resume_finishes_without_redoing_or_touching_finished_runs(interrupted_s
     assert _json(kept / "summary.json")["status"] == "partial"
 
 
-def test_resumed_sweep_has_every_run_file_and_a_speedup_against_the_shared_baseline(interrupted_sweep):
+def test_resumed_sweep_has_every_run_file_and_a_speedup_against_the_shared_baseline(
+    interrupted_sweep,
+):
     _, sweep, _ = interrupted_sweep
     for run in ("g1-tauto-r0", "g2-rr-tauto-r0"):
         files = set(os.listdir(sweep / run))
-        assert {"config.json", "tasks.csv", "samples.csv", "profile.json", "summary.json",
-                "student.keras", "distill.log"} <= files
+        assert {
+            "config.json",
+            "tasks.csv",
+            "samples.csv",
+            "profile.json",
+            "summary.json",
+            "student.keras",
+            "distill.log",
+        } <= files
         meta = _json(sweep / run / "config.json")["meta"]
         assert (meta["sweep"], meta["run"], meta["repeat"]) == ("t", run, 0)
         assert meta["device_kind"] == "cpu"
@@ -153,12 +187,28 @@ def test_resumed_sweep_has_every_run_file_and_a_speedup_against_the_shared_basel
 
 def test_resuming_with_other_run_settings_is_refused(interrupted_sweep, sweep_cache, tiny_teacher):
     root, sweep, _ = interrupted_sweep
-    changed = write_experiment(root / "changed.toml", name="tiny",
-                               sweep={"gpus": "1-2", "sched": "rr", "data_threads": "autotune"},
-                               run={"model": str(tiny_teacher), **{**TINY_RUN, "epochs": 3}})
+    changed = write_experiment(
+        root / "changed.toml",
+        name="tiny",
+        sweep={"gpus": "1-2", "sched": "rr", "data_threads": "autotune"},
+        run={"model": str(tiny_teacher), **{**TINY_RUN, "epochs": 3}},
+    )
     before = snapshot(sweep)
-    proc = greenkd("sweep", "--experiment", str(changed), "--name", "t", "--out", "res", "--reports", "rep",
-                   "--resume", cache=sweep_cache, cwd=root, timeout=60)
+    proc = greenkd(
+        "sweep",
+        "--experiment",
+        str(changed),
+        "--name",
+        "t",
+        "--out",
+        "res",
+        "--reports",
+        "rep",
+        "--resume",
+        cache=sweep_cache,
+        cwd=root,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "was run with other settings (epochs 2 instead of 3)" in proc.stderr
     assert snapshot(sweep) == before
@@ -169,15 +219,36 @@ def test_resuming_with_other_run_settings_is_refused(interrupted_sweep, sweep_ca
 
 def test_a_killed_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, sweep_cache, tiny_teacher):
     experiment = write_experiment(
-        tmp_path / "two.toml", name="two", sweep={"gpus": "1", "sched": "rr", "data_threads": ["autotune", "1"]},
-        run={"model": str(tiny_teacher), **{**TINY_RUN, "epochs": 1, "eval_every": 1, "finetune_epochs": 0}})
+        tmp_path / "two.toml",
+        name="two",
+        sweep={"gpus": "1", "sched": "rr", "data_threads": ["autotune", "1"]},
+        run={
+            "model": str(tiny_teacher),
+            **{**TINY_RUN, "epochs": 1, "eval_every": 1, "finetune_epochs": 0},
+        },
+    )
     sweep = tmp_path / "res" / "two"
-    proc = start_greenkd("sweep", "--experiment", str(experiment), "--out", "res", "--reports", "rep",
-                         cache=sweep_cache, cwd=tmp_path)
+    proc = start_greenkd(
+        "sweep",
+        "--experiment",
+        str(experiment),
+        "--out",
+        "res",
+        "--reports",
+        "rep",
+        cache=sweep_cache,
+        cwd=tmp_path,
+    )
     try:
         # the first run's distill process writes its pid into config.json once it has started
-        pid = _wait_for(lambda: ((_json(sweep / "g1-tauto-r0" / "config.json") or {}).get("meta") or {}).get("pid"),
-                        timeout_s=120, proc=proc, what="the first run starts")
+        pid = _wait_for(
+            lambda: ((_json(sweep / "g1-tauto-r0" / "config.json") or {}).get("meta") or {}).get(
+                "pid"
+            ),
+            timeout_s=120,
+            proc=proc,
+            what="the first run starts",
+        )
         os.kill(pid, signal.SIGKILL)  # as the OOM killer would
         out, err = proc.communicate(timeout=180)
     finally:
@@ -206,19 +277,25 @@ def test_the_teacher_is_trained_once_before_the_runs_then_loaded(tmp_path, sweep
     from greenkd.config import RunConfig
     from greenkd.sweep import prepare_teacher
 
-    cfg = RunConfig(model="vgg16", width=0.0625, n_train=128, n_val=64, teacher_epochs=1, batch_size=64)
+    cfg = RunConfig(
+        model="vgg16", width=0.0625, n_train=128, n_val=64, teacher_epochs=1, batch_size=64
+    )
     env = os.environ.get("GREENKD_CACHE")
     os.environ["GREENKD_CACHE"] = str(sweep_cache / "teacher-once")
     try:
         first = prepare_teacher(cfg, tmp_path, Console(quiet=True), sys.executable)
-        again = prepare_teacher(cfg.replace(gpus=2, sched="binpack"), tmp_path, Console(quiet=True), sys.executable)
+        again = prepare_teacher(
+            cfg.replace(gpus=2, sched="binpack"), tmp_path, Console(quiet=True), sys.executable
+        )
     finally:
         if env is None:
             os.environ.pop("GREENKD_CACHE")
         else:
             os.environ["GREENKD_CACHE"] = env
     assert first["source"] == "trained" and first["train_seconds"] > 0
-    assert Path(first["path"]).is_file() and Path(first["path"]).is_relative_to(sweep_cache / "teacher-once")
+    assert Path(first["path"]).is_file() and Path(first["path"]).is_relative_to(
+        sweep_cache / "teacher-once"
+    )
     assert first["n_targets"] == 13 and first["targets"][0] == "block1_conv1"
     # a run with other grid settings has the same teacher: loaded, not trained again
     assert again["source"] == "cached" and again["path"] == first["path"]
@@ -227,10 +304,23 @@ def test_the_teacher_is_trained_once_before_the_runs_then_loaded(tmp_path, sweep
 
 
 def test_settings_only_the_teacher_step_can_check_are_one_line_and_exit_2(tmp_path, sweep_cache):
-    experiment = write_experiment(tmp_path / "bad.toml", name="bad", sweep={"gpus": "1", "data_threads": "autotune"},
-                                  run={"dataset": "no-such-data", "n_train": 64})
-    proc = greenkd("sweep", "--experiment", str(experiment), "--out", "res", "--quiet",
-                   cache=sweep_cache, cwd=tmp_path, timeout=120)
+    experiment = write_experiment(
+        tmp_path / "bad.toml",
+        name="bad",
+        sweep={"gpus": "1", "data_threads": "autotune"},
+        run={"dataset": "no-such-data", "n_train": 64},
+    )
+    proc = greenkd(
+        "sweep",
+        "--experiment",
+        str(experiment),
+        "--out",
+        "res",
+        "--quiet",
+        cache=sweep_cache,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()]  # one line, no traceback
     assert proc.stderr.startswith("greenkd: error: unknown dataset 'no-such-data'")

@@ -25,8 +25,12 @@ EXPERIMENTS = REPO / "experiments"
 def test_default_grid_runs_the_one_device_baseline_once_per_thread_setting():
     runs = SweepSpec().expand("results/default", cores_per_device=1)
     assert [r.name for r in runs] == [
-        "g1-tauto-r0", "g2-rr-tauto-r0", "g2-binpack-tauto-r0",
-        "g1-t1-r0", "g2-rr-t1-r0", "g2-binpack-t1-r0",
+        "g1-tauto-r0",
+        "g2-rr-tauto-r0",
+        "g2-binpack-tauto-r0",
+        "g1-t1-r0",
+        "g2-rr-t1-r0",
+        "g2-binpack-t1-r0",
     ]
     baseline = runs[0]
     assert baseline.baseline_for == ("rr", "binpack") and baseline.config.sched == "rr"
@@ -36,13 +40,15 @@ def test_default_grid_runs_the_one_device_baseline_once_per_thread_setting():
     # every other setting is the sweep's base run
     strip = ("gpus", "sched", "data_threads", "out", "cores_per_device")
     for r in runs:
-        assert {k: v for k, v in r.config.to_dict().items() if k not in strip} == \
-            {k: v for k, v in DEFAULT_SWEEP_RUN.to_dict().items() if k not in strip}
+        assert {k: v for k, v in r.config.to_dict().items() if k not in strip} == {
+            k: v for k, v in DEFAULT_SWEEP_RUN.to_dict().items() if k not in strip
+        }
 
 
 def test_grid_is_devices_times_schedulers_times_threads_times_repeats():
-    spec = SweepSpec.build(gpus="1,2,4", sched="binpack,rr,ws", data_threads="autotune,4", repeat=2,
-                           backend="dask")
+    spec = SweepSpec.build(
+        gpus="1,2,4", sched="binpack,rr,ws", data_threads="autotune,4", repeat=2, backend="dask"
+    )
     runs = spec.expand("out/s", cores_per_device=3)
     # per repeat and thread setting: one shared 1-device run + 2 device counts x 3 schedulers
     assert len(runs) == 2 * 2 * (1 + 2 * 3)
@@ -52,9 +58,18 @@ def test_grid_is_devices_times_schedulers_times_threads_times_repeats():
     assert {(r.devices, r.config.gpus) for r in runs} == {(1, 1), (2, 2), (4, 4)}
     assert [r.repeat for r in runs].count(1) == len(runs) // 2
     g4 = next(r for r in runs if r.name == "g4-rr-tauto-r0")
-    assert (g4.config.sched, g4.config.data_threads.label, g4.threads) == ("rr", "autotune", "autotune")
-    assert g4.meta("s") == {"sweep": "s", "run": "g4-rr-tauto-r0", "repeat": 0,
-                            "data_threads_label": "autotune", "baseline_for": []}
+    assert (g4.config.sched, g4.config.data_threads.label, g4.threads) == (
+        "rr",
+        "autotune",
+        "autotune",
+    )
+    assert g4.meta("s") == {
+        "sweep": "s",
+        "run": "g4-rr-tauto-r0",
+        "repeat": 0,
+        "data_threads_label": "autotune",
+        "baseline_for": [],
+    }
 
 
 def test_run_names_are_stable_across_expansions_and_flag_order():
@@ -68,20 +83,48 @@ def test_run_names_are_stable_across_expansions_and_flag_order():
 
 
 def test_flags_override_the_experiment_file(tmp_path):
-    path = write_experiment(tmp_path / "e.toml", name="paperish",
-                            sweep={"gpus": "1-4", "sched": ["binpack", "rr"], "data_threads": ["autotune", 4],
-                                   "repeat": 3, "idle_seconds": 5},
-                            run={"model": "vgg16", "width": 1.0, "epochs": 30, "finetune_epochs": 20})
+    path = write_experiment(
+        tmp_path / "e.toml",
+        name="paperish",
+        sweep={
+            "gpus": "1-4",
+            "sched": ["binpack", "rr"],
+            "data_threads": ["autotune", 4],
+            "repeat": 3,
+            "idle_seconds": 5,
+        },
+        run={"model": "vgg16", "width": 1.0, "epochs": 30, "finetune_epochs": 20},
+    )
     spec = SweepSpec.build(path)
-    assert (spec.name, spec.devices, spec.scheds, spec.repeat, spec.idle_seconds) == \
-        ("paperish", (1, 2, 3, 4), ("binpack", "rr"), 3, 5.0)
+    assert (spec.name, spec.devices, spec.scheds, spec.repeat, spec.idle_seconds) == (
+        "paperish",
+        (1, 2, 3, 4),
+        ("binpack", "rr"),
+        3,
+        5.0,
+    )
     assert [t.label for t in spec.data_threads] == ["autotune", "4-intra1"]
     assert (spec.run.width, spec.run.epochs, spec.run.finetune_epochs) == (1.0, 30, 20)
     assert spec.experiment == str(path)
-    over = SweepSpec.build(path, gpus="2", sched="ws", data_threads="8", repeat=1, name="mine",
-                           idle_seconds=0.0, backend="mpi", allow_oversubscribe=True)
-    assert (over.name, over.devices, over.scheds, over.repeat, over.idle_seconds, over.backend) == \
-        ("mine", (2,), ("ws",), 1, 0.0, "mpi")
+    over = SweepSpec.build(
+        path,
+        gpus="2",
+        sched="ws",
+        data_threads="8",
+        repeat=1,
+        name="mine",
+        idle_seconds=0.0,
+        backend="mpi",
+        allow_oversubscribe=True,
+    )
+    assert (over.name, over.devices, over.scheds, over.repeat, over.idle_seconds, over.backend) == (
+        "mine",
+        (2,),
+        ("ws",),
+        1,
+        0.0,
+        "mpi",
+    )
     assert over.allow_oversubscribe and [t.label for t in over.data_threads] == ["8-intra1"]
     assert over.run == spec.run  # the run settings stay the file's
 
@@ -92,18 +135,21 @@ def test_spec_round_trips_through_its_dict():
     assert again == spec
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("[sweep]\ngpus = '0'\n", "got 0"),
-    ("[sweep]\ngpus = ['a']\n", "'a' is not a number"),
-    ("[sweep]\nsched = 'rr,fifo'\n", "unknown scheduler 'fifo'"),
-    ("[sweep]\nrepeat = '2'\n", "[sweep] repeat must be a int"),
-    ("[sweep]\nspeed = 1\n", "unknown [sweep] keys speed"),
-    ("[run]\ngpus = 2\n", "set gpus under [sweep], not [run]"),
-    ("[run]\nepochz = 2\n", "unknown run settings: epochz"),
-    ("[run]\nepochs = 0\n", "--epochs must be >= 1"),
-    ("[runs]\nepochs = 1\n", "unknown keys runs"),
-    ("[sweep\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[sweep]\ngpus = '0'\n", "got 0"),
+        ("[sweep]\ngpus = ['a']\n", "'a' is not a number"),
+        ("[sweep]\nsched = 'rr,fifo'\n", "unknown scheduler 'fifo'"),
+        ("[sweep]\nrepeat = '2'\n", "[sweep] repeat must be a int"),
+        ("[sweep]\nspeed = 1\n", "unknown [sweep] keys speed"),
+        ("[run]\ngpus = 2\n", "set gpus under [sweep], not [run]"),
+        ("[run]\nepochz = 2\n", "unknown run settings: epochz"),
+        ("[run]\nepochs = 0\n", "--epochs must be >= 1"),
+        ("[runs]\nepochs = 1\n", "unknown keys runs"),
+        ("[sweep\n", "is not valid TOML"),
+    ],
+)
 def test_bad_experiment_files_name_the_file_and_the_problem(tmp_path, text, says):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -123,19 +169,54 @@ def test_default_toml_and_the_built_in_default_agree():
     import tomllib
 
     stated = tomllib.loads((EXPERIMENTS / "default.toml").read_text())["run"]
-    differs = {f.name for f in dataclasses.fields(RunConfig)
-               if getattr(DEFAULT_SWEEP_RUN, f.name) != getattr(RunConfig(), f.name)}
+    differs = {
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if getattr(DEFAULT_SWEEP_RUN, f.name) != getattr(RunConfig(), f.name)
+    }
     assert differs <= set(stated)
 
 
-@pytest.mark.parametrize(("preset", "expected"), [
-    ("vgg16-cifar10", {"model": "vgg16", "width": 1.0, "dataset": "cifar10", "epochs": 30,
-                       "finetune_epochs": 20, "batch_size": 256, "freeze_1x1": False}),
-    ("resnet50-cifar10", {"model": "resnet50", "dataset": "cifar10", "epochs": 30,
-                          "finetune_epochs": 20, "batch_size": 256, "freeze_1x1": True}),
-    ("resnet50-imagenet", {"dataset": "tfds:imagenet2012", "image_size": 224, "preprocess": "caffe", "epochs": 2,
-                           "finetune_epochs": 2, "batch_size": 256, "freeze_1x1": True}),
-])
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        (
+            "vgg16-cifar10",
+            {
+                "model": "vgg16",
+                "width": 1.0,
+                "dataset": "cifar10",
+                "epochs": 30,
+                "finetune_epochs": 20,
+                "batch_size": 256,
+                "freeze_1x1": False,
+            },
+        ),
+        (
+            "resnet50-cifar10",
+            {
+                "model": "resnet50",
+                "dataset": "cifar10",
+                "epochs": 30,
+                "finetune_epochs": 20,
+                "batch_size": 256,
+                "freeze_1x1": True,
+            },
+        ),
+        (
+            "resnet50-imagenet",
+            {
+                "dataset": "tfds:imagenet2012",
+                "image_size": 224,
+                "preprocess": "caffe",
+                "epochs": 2,
+                "finetune_epochs": 2,
+                "batch_size": 256,
+                "freeze_1x1": True,
+            },
+        ),
+    ],
+)
 def test_paper_presets_hold_the_papers_settings(preset, expected):
     spec = SweepSpec.build(preset)  # found by name in experiments/
     assert spec.name == preset
@@ -150,7 +231,9 @@ def test_paper_presets_hold_the_papers_settings(preset, expected):
 def test_device_counts_beyond_the_machine_need_oversubscription():
     cpu2 = Machine("cpu", 0, 2)
     check_devices(SweepSpec.build(gpus="1-2"), cpu2)
-    with pytest.raises(GreenkdError, match="asks for 4 devices but this machine has no GPU and 2 CPU core"):
+    with pytest.raises(
+        GreenkdError, match="asks for 4 devices but this machine has no GPU and 2 CPU core"
+    ):
         check_devices(SweepSpec.build(gpus="1,4"), cpu2)
     check_devices(SweepSpec.build(gpus="1,4", allow_oversubscribe=True), cpu2)
     gpu4 = Machine("gpu", 4, 16)
@@ -162,7 +245,12 @@ def test_device_counts_beyond_the_machine_need_oversubscription():
 def test_every_device_gets_the_cores_of_the_largest_run():
     assert cores_per_device(SweepSpec.build(gpus="1-4"), Machine("cpu", 0, 16)) == 4
     assert cores_per_device(SweepSpec.build(gpus="1-3"), Machine("cpu", 0, 16)) == 5
-    assert cores_per_device(SweepSpec.build(gpus="1,8", allow_oversubscribe=True), Machine("cpu", 0, 2)) == 1
+    assert (
+        cores_per_device(
+            SweepSpec.build(gpus="1,8", allow_oversubscribe=True), Machine("cpu", 0, 2)
+        )
+        == 1
+    )
 
 
 def test_a_new_sweep_never_reuses_a_directory_and_resume_takes_the_newest(tmp_path):
@@ -183,21 +271,29 @@ def test_a_new_sweep_never_reuses_a_directory_and_resume_takes_the_newest(tmp_pa
 # ----------------------------------------------------------------------------- the real CLI
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--gpus", "0"], "--gpus must be >= 1, got 0"),
-    (["--gpus", "4-1"], "runs backwards"),
-    (["--gpus", "a"], "'a' is not a number or a range"),
-    (["--sched", "rr,fifo"], "unknown scheduler 'fifo'"),
-    (["--gpus", "1-64"], "asks for 64 devices but this machine has"),
-    (["--data-threads", "autotune,0"], "data threads '0'"),
-    (["--repeat", "0"], "--repeat must be >= 1"),
-    (["--backend", "slurm"], "unknown backend 'slurm'"),
-    (["--experiment", "no-such-preset"], "no experiment 'no-such-preset'"),
-    (["--name", "../up"], "sweep name '../up'"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--gpus", "0"], "--gpus must be >= 1, got 0"),
+        (["--gpus", "4-1"], "runs backwards"),
+        (["--gpus", "a"], "'a' is not a number or a range"),
+        (["--sched", "rr,fifo"], "unknown scheduler 'fifo'"),
+        (["--gpus", "1-64"], "asks for 64 devices but this machine has"),
+        (["--data-threads", "autotune,0"], "data threads '0'"),
+        (["--repeat", "0"], "--repeat must be >= 1"),
+        (["--backend", "slurm"], "unknown backend 'slurm'"),
+        (["--experiment", "no-such-preset"], "no experiment 'no-such-preset'"),
+        (["--name", "../up"], "sweep name '../up'"),
+    ],
+)
 def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path, args, says):
-    proc = subprocess.run([sys.executable, "-m", "greenkd", "sweep", *args, "--out", "res"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenkd", "sweep", *args, "--out", "res"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("greenkd: error: ")
     assert says in proc.stderr
