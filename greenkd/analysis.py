@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from greenkd.errors import GreenkdError
+from greenkd.fileio import read_json
 from profilers.energy import interpolate_energy_j
 
 SAMPLE_COLUMNS = ("ts", "sensor", "device", "metric", "value", "unit")
@@ -168,7 +169,7 @@ def load_sweep(path: str | Path) -> SweepData:
     name, created_ts = root.name, None
     sweep_json = root / "sweep.json"
     if sweep_json.is_file():
-        payload = _read_json(sweep_json)
+        payload = read_json(sweep_json)
         if payload is None:
             notes.append("sweep.json is not valid JSON; runs were found from their directories")
         else:
@@ -198,7 +199,7 @@ def load_run(path: str | Path, listed: dict[str, Any] | None = None) -> Run:
         run.status = str(listed.get("status") or "failed")
         run.reason = f"{run.status}: {listed.get('error') or 'no run directory'}"
         return run
-    payload = _read_json(path / "config.json")
+    payload = read_json(path / "config.json")
     if payload is None or not isinstance(payload.get("config", payload), dict):
         run.reason = "config.json missing or not valid JSON"
         run.status = str(listed.get("status") or "failed")
@@ -206,7 +207,7 @@ def load_run(path: str | Path, listed: dict[str, Any] | None = None) -> Run:
     run.config = dict(payload.get("config", payload))
     run.meta = dict(payload.get("meta") or {})
 
-    summary = _read_json(path / "summary.json")
+    summary = read_json(path / "summary.json")
     if summary is None:
         if listed.get("status") == "failed":
             run.status, run.reason = "failed", f"failed: {listed.get('error') or 'no summary.json'}"
@@ -226,24 +227,16 @@ def load_run(path: str | Path, listed: dict[str, Any] | None = None) -> Run:
 
     run.tasks = _read_tasks(path / "tasks.csv", run.notes)
     run.samples = _read_samples(path / "samples.csv", run.notes)
-    run.profile = _read_json(path / "profile.json")
+    run.profile = read_json(path / "profile.json")
     if run.profile is None and (path / "profile.json").exists():
         run.notes.append("profile.json is not valid JSON")
-    run.plan = _read_json(path / PLAN_FILE)
+    run.plan = read_json(path / PLAN_FILE)
     if run.plan is None:
         if (path / PLAN_FILE).exists():
             run.notes.append(f"{PLAN_FILE} is not valid JSON: no predicted schedule")
         plan = (run.summary or {}).get("plan")
         run.plan = plan if isinstance(plan, dict) else None
     return run
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def _read_tasks(path: Path, notes: list[str]) -> pd.DataFrame | None:

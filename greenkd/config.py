@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_json_atomic
 
 SCHEDULERS = ("rr", "binpack", "ws", "opt")
 BACKENDS = ("local", "mpi", "dask")
@@ -194,15 +195,6 @@ class RunConfig:
         except json.JSONDecodeError as exc:
             raise GreenkdError(f"{path} is not valid JSON: {exc}") from None
         return cls.from_dict(payload.get("config", payload))
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")

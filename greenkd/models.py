@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenkd import data as data_mod
-from greenkd.config import RunConfig, write_json_atomic
+from greenkd.config import RunConfig
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_json_atomic
 from greenkd.paths import cache_dir
 from greenkd.tfsetup import keras
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from greenkd.analysis import (
     task_energy,
 )
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_text_atomic
 
 # One colour per scheduler in every figure; thread settings differ by dash and marker.
 SCHED_COLOURS = {"rr": "#4C78A8", "binpack": "#F58518", "ws": "#54A24B", "opt": "#B279A2"}
@@ -119,7 +119,7 @@ def write_report(sweep_dir: str | Path, out: str | Path = "reports", *, index: b
     report = build_report(sweep)
     folder = Path(out) / _safe_name(sweep.name)
     path = folder / "report.html"
-    _write_atomic(path, report.html)
+    write_text_atomic(path, report.html)
     runs, scaling = report.runs, report.scaling
     card = {
         "sweep": sweep.name,
@@ -135,7 +135,7 @@ def write_report(sweep_dir: str | Path, out: str | Path = "reports", *, index: b
         "best_speedup": _best(scaling, "speedup"),
         "best_greenup": _best(scaling, "greenup"),
     }
-    _write_atomic(folder / "report.json", json.dumps(card, indent=2) + "\n")
+    write_text_atomic(folder / "report.json", json.dumps(card, indent=2) + "\n")
     if index:
         write_index(out)
     return path
@@ -188,7 +188,7 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
         )
     body += "</section>"
     path = out / "index.html"
-    _write_atomic(path, _page("greenkd reports", body))
+    write_text_atomic(path, _page("greenkd reports", body))
     return path
 
 
@@ -1417,14 +1417,6 @@ def _safe_name(name: str) -> str:
     """A sweep name as one path component."""
     cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".")
     return cleaned or "sweep"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 _CSS = """

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from greenkd import __version__
-from greenkd.config import RunConfig, write_json_atomic
+from greenkd.config import RunConfig
+from greenkd.fileio import write_json_atomic
 
 TASK_COLUMNS = (
     "task",

@@ -37,8 +37,9 @@ from rich.progress import (
 )
 
 from greenkd import devices as devices_mod
-from greenkd.config import RunConfig, SweepRun, SweepSpec, write_json_atomic
+from greenkd.config import RunConfig, SweepRun, SweepSpec
 from greenkd.errors import GreenkdError
+from greenkd.fileio import read_json, write_json_atomic
 
 SWEEP_FILE = "sweep.json"
 TEACHER_FILE = "teacher.json"
@@ -167,15 +168,6 @@ class SweepState:
                 "runs": [r.to_dict() for r in self.records],
             },
         )
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from disk, or None if it is missing or not whole."""
-    try:
-        payload = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def is_complete(run_dir: Path) -> bool:

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from greenkd.config import write_json_atomic
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_json_atomic
 from profilers import energy
 from profilers.metadata import collect_metadata
 from profilers.sensors import SensorRoots, missing_from, open_sensors

@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from greenkd import data as data_mod
 from greenkd import models
-from greenkd.config import RunConfig, write_json_atomic
+from greenkd.config import RunConfig
 from greenkd.devices import Device, confined_to, run_devices
 from greenkd.distill import assemble as asm
 from greenkd.distill import costs
 from greenkd.distill.targets import Target, find, model_flops, require_targets
 from greenkd.distill.train import TaskResult, evaluate_accuracy, train_tasks
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_json_atomic
 from greenkd.rundir import RunDir
 from greenkd.schedule import Plan
 from greenkd.tfsetup import keras

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from greenkd.config import write_json_atomic
 from greenkd.errors import GreenkdError
+from greenkd.fileio import write_json_atomic
 from greenkd.schedule.core import TaskCost
 
 STORE_ENV = "GREENKD_TIMINGS"
