@@ -363,12 +363,11 @@ class Profiler:
         with self._lock:
             sources: dict[tuple[str, str], str] = {}
             used: dict[tuple[str, str], bool] = {}
-            in_total: set[tuple[str, str]] = set()
             for sensor in self._all_sensors:
                 for device, source in self._accountants[sensor.name].sources().items():
                     sources[(sensor.name, device)] = source
                     used[(sensor.name, device)] = sensor.is_used(device)
-                in_total.update((sensor.name, d) for d in sensor.total_devices())
+            in_total = set(energy.node_domains(sources))
             domains = self._builder.domains(sources, used, in_total, self._failed)
             utilization = self._builder.utilizations()
             reasons = list(self._reasons)

@@ -316,6 +316,40 @@ def _device_order(device: str) -> tuple[str, int]:
     return (head, int(tail) if tail else -1)
 
 
+# Which energy domains add up to the node's energy (the one definition; the profiler's summary,
+# the analysis and the report all use `node_domains`). RAPL counters nest: an AMD MSR package
+# contains its cores; a powercap package its core/uncore sub-zones; powercap's psys zone covers
+# the whole platform (packages and DRAM included). msr and powercap read the same RAPL counters,
+# so where both appear msr is taken (the profiler opens powercap only when the MSRs fail).
+CPU_SENSORS = ("msr", "powercap")  # in order of preference for the same packages
+GPU_SENSOR = "nvml"
+
+
+def node_domains(domains: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (sensor, device) domains whose sum is the node's energy, without overlap.
+
+    CPU: the AMD MSR packages; else powercap's `psys` zone if it has one, else its
+    packages (`packageP`, `packageP_dieD`) and DRAM zones. GPUs: every NVML GPU of the
+    node, used or idle (an idle GPU still draws power, paper §4.5). Other sensors and
+    sub-domains (cores, uncore) are reported but never added.
+    """
+    present = list(dict.fromkeys((str(s), str(d)) for s, d in domains))
+    out: list[tuple[str, str]] = []
+    for sensor in CPU_SENSORS:
+        devices = [d for s, d in present if s == sensor]
+        if sensor == "msr":
+            chosen = [d for d in devices if d.startswith("package")]
+        elif "psys" in devices:
+            chosen = ["psys"]
+        else:
+            chosen = [d for d in devices if d.startswith(("package", "dram"))]
+        if chosen:
+            out += [(sensor, d) for d in chosen]
+            break
+    out += [(s, d) for s, d in present if s == GPU_SENSOR and d.startswith("gpu")]
+    return out
+
+
 def totals(domains: list[dict[str, Any]]) -> dict[str, Any]:
     """Node energy: the sum of the domains that do not overlap (packages or psys, DRAM, every GPU)."""
     parts = [d for d in domains if d["in_total"]]
