@@ -23,7 +23,7 @@ from profiler_fakes import (
     write_topology,
 )
 
-GREENKD = [sys.executable, "-m", "greenkd.cli"]
+GREENKD = [sys.executable, "-m", "greenkd"]
 
 # A child that counts the SIGINT/SIGTERM it receives and exits with 10 + count,
 # so a test can tell "forwarded once" from "delivered twice".

@@ -22,7 +22,7 @@ from profilers import Profiler
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "greenkd.cli", "report", *args],
+        [sys.executable, "-m", "greenkd", "report", *args],
         capture_output=True,
         text=True,
         timeout=120,

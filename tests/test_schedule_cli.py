@@ -14,7 +14,7 @@ VGG16_CSV = Path(__file__).resolve().parents[1] / "benchmarks" / "schedule_vgg16
 
 def greenkd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "greenkd.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "greenkd", *args], capture_output=True, text=True, timeout=120
     )
 
 

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
 from greenkd.config import RunConfig
@@ -50,7 +49,7 @@ _FIELDS = (
 _D = RunConfig()
 
 
-def config_from_flags(ctx: click.Context, values: dict[str, Any], config: Path | None) -> RunConfig:
+def config_from_flags(ctx: typer.Context, values: dict[str, Any], config: Path | None) -> RunConfig:
     """A RunConfig from `--config FILE` (if given) overridden by every flag given explicitly."""
     from greenkd.config import DataThreads
 
@@ -171,8 +170,8 @@ def distill_command(
     cfg = config_from_flags(ctx, dict(ctx.params), config)
     from rich.console import Console
 
+    from greenkd.cli.progress import RichReporter, summary_table
     from greenkd.executors import mpi, preflight, select
-    from greenkd.progress import RichReporter, summary_table
 
     console = Console(stderr=False, quiet=quiet)
     if not console.is_terminal:  # a pipe or log file: one line per task, not wrapped at 80
@@ -245,7 +244,7 @@ def targets_command(
         return
     from rich.console import Console
 
-    from greenkd.progress import targets_table
+    from greenkd.cli.progress import targets_table
 
     Console().print(targets_table(found, total))
 

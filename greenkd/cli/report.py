@@ -1,0 +1,36 @@
+"""`greenkd report`: HTML reports of sweeps (pandas and plotly load inside the command)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)
+
+
+def report_command(
+    results: str = typer.Argument(
+        ..., help="A sweep directory (results/<sweep>) or a results directory holding sweeps."
+    ),
+    out: str = typer.Option(
+        "reports", "--out", help="Where to write <sweep>/report.html and index.html."
+    ),
+    open_report: bool = typer.Option(
+        False, "--open", help="Open the report (or the index, for several) in a browser."
+    ),
+) -> None:
+    """Write one self-contained HTML report per sweep (speedup, efficiency, greenup, timelines) and an index."""
+    import webbrowser
+    from pathlib import Path
+
+    from greenkd.report import write_reports  # pandas and plotly load here only
+
+    paths = write_reports(results, out)
+    for path in paths:
+        typer.echo(str(path))
+    index = Path(out) / "index.html"
+    if len(paths) > 1:
+        typer.echo(f"index: {index}")
+    if open_report:
+        webbrowser.open((paths[0] if len(paths) == 1 else index).resolve().as_uri())
