@@ -4,7 +4,11 @@ config.json    the RunConfig, greenkd version, host, devices
 tasks.csv      one row per layer task, appended and flushed as each finishes
 blocks/        each finished task's block weights (.npz), so a killed run loses nothing
 student.keras  the assembled, fine-tuned student
+plan.json      the schedule as planned (devices, assignment, predicted loads), before the tasks run
 summary.json   written last and atomically; its `status` says complete, partial or failed
+
+A sweep writes a run's config.json before the run starts (`write_config`) and adds its own
+meta back after the run rewrote it (`add_meta`); the run itself calls `create`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from greenkd import __version__
 from greenkd.config import RunConfig
-from greenkd.fileio import write_json_atomic
+from greenkd.fileio import read_json, write_json_atomic
 
 TASK_COLUMNS = (
     "task",
@@ -81,7 +85,31 @@ class RunDir:
             "created_ts": time.time(),
             **meta,
         }
-        cfg.write(self.path / "config.json", **meta)
+        self.write_config(cfg, **meta)
+
+    @property
+    def config_json(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def plan_json(self) -> Path:
+        return self.path / "plan.json"
+
+    def write_config(self, cfg: RunConfig, **meta: Any) -> None:
+        """config.json: the settings plus `meta` (version, host, devices ...)."""
+        cfg.write(self.config_json, **meta)
+
+    def add_meta(self, **meta: Any) -> None:
+        """Merge `meta` into an existing config.json's meta (a sweep's labels after its run)."""
+        payload = read_json(self.config_json)
+        if payload is None:
+            return
+        payload["meta"] = {**(payload.get("meta") or {}), **meta}
+        write_json_atomic(self.config_json, payload)
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        """plan.json: the schedule as predicted, written before the tasks run."""
+        write_json_atomic(self.plan_json, plan)
 
     def append_task(self, row: dict[str, Any]) -> None:
         """Append one task row to tasks.csv and flush it to disk."""

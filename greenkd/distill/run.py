@@ -26,7 +26,6 @@ from greenkd.distill import costs
 from greenkd.distill.targets import Target, find, model_flops, require_targets
 from greenkd.distill.train import TaskResult, evaluate_accuracy, train_tasks
 from greenkd.errors import GreenkdError
-from greenkd.fileio import write_json_atomic
 from greenkd.rundir import RunDir
 from greenkd.schedule import Plan
 from greenkd.tfsetup import keras
@@ -221,7 +220,7 @@ def distill(
         by_name = {t.name: t for t in setup.targets}
         setup.plan = costs.plan_for(setup, devices)
         summary["plan"] = {**setup.plan.to_dict(), "devices": [d.label for d in devices]}
-        write_json_atomic(run.path / "plan.json", summary["plan"])
+        run.write_plan(summary["plan"])
 
         reporter.phase("tasks", f"{len(setup.targets)} layer tasks on {len(devices)} device(s)")
         reporter.tasks_started(len(setup.targets), cfg.epochs)
