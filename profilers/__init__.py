@@ -8,8 +8,9 @@
 or `profilers.run_command(["python", "train.py"], out="run1")` for a command.
 """
 
-from profilers.daemon import CommandError, CommandInterrupted, Profiler, run_command
+from profilers.command import CommandError, CommandInterrupted, run_command
 from profilers.energy import interpolate_energy_j, interval_energy_j
+from profilers.sampler import Profiler
 
 __all__ = [
     "CommandError",

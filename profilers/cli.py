@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from greenkd.errors import GreenkdError
-from profilers.daemon import CommandError, CommandInterrupted, run_command
+from profilers.command import CommandError, CommandInterrupted, run_command
 from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.msr import fix_permission
 from profilers.sensors.topology import parse_cpu_list

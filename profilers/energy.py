@@ -1,4 +1,4 @@
-"""The one place that turns readings into energy, power and the summary (no pandas).
+"""The one place that turns readings into energy and power (no pandas), and says which add up.
 
 - Counters: cumulative joules since the profiler's start, accumulating each
   delta modulo the counter's range (a 32-bit MSR wraps every few minutes under
@@ -8,15 +8,16 @@
 - Either way every energy domain writes cumulative `energy` rows, so the energy
   of any interval is the difference of the interpolated cumulative values
   (`interval_energy_j`); nobody downstream integrates power.
+- `node_domains`: which energy domains add up to the node's energy without overlap.
+
+The sample rows' columns are `SAMPLE_FIELDS`; `profilers.summary` turns the rows into the summary.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from profilers.sensors.base import Counter, CounterSum, Gauge, Observation, Power
 
@@ -91,17 +92,6 @@ def interval_energy_j(
 ) -> float:
     """Energy of one domain between two times (e.g. a task's start and end) from its cumulative rows."""
     return interpolate_energy_j(points, end_ts) - interpolate_energy_j(points, start_ts)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation between order statistics."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 @dataclass
@@ -193,129 +183,6 @@ class EnergyAccountant:
         return out
 
 
-@dataclass
-class _DomainStats:
-    first: tuple[float, float] | None = None
-    boundary: tuple[float, float] | None = None
-    last: tuple[float, float] | None = None
-    peak_power_w: float | None = None
-
-
-@dataclass
-class _UtilStats:
-    last_ts: float | None = None
-    weighted_pct_s: float = 0.0
-    seconds: float = 0.0
-    rows: int = 0
-
-
-@dataclass
-class SummaryBuilder:
-    """Streams rows into what the summary needs, without keeping them.
-
-    Rows with ts <= `work_start_ts` belong to the idle baseline, later rows to
-    the work. Utilization rows cover the interval since the previous row of
-    the same device and are averaged weighted by that interval's length.
-    """
-
-    work_start_ts: float | None = None
-    energy: dict[tuple[str, str], _DomainStats] = field(default_factory=dict)
-    utilization: dict[tuple[str, str], _UtilStats] = field(default_factory=dict)
-
-    def in_work(self, ts: float) -> bool:
-        """Whether a row at `ts` is past the idle baseline."""
-        return self.work_start_ts is not None and ts > self.work_start_ts
-
-    def add(self, row: Row) -> None:
-        """Account one row."""
-        key = (row.sensor, row.device)
-        work = self.in_work(row.ts)
-        if row.metric == "energy":
-            stats = self.energy.setdefault(key, _DomainStats())
-            point = (row.ts, row.value)
-            if stats.first is None:
-                stats.first = point
-            if not work or stats.boundary is None:
-                # The last idle-phase reading is the baseline's end; a domain
-                # first seen during the work starts its accounting there.
-                stats.boundary = point
-            stats.last = point
-        elif row.metric == "power" and work:
-            stats = self.energy.setdefault(key, _DomainStats())
-            if stats.peak_power_w is None or row.value > stats.peak_power_w:
-                stats.peak_power_w = row.value
-        elif row.metric == "utilization":
-            util = self.utilization.setdefault(key, _UtilStats())
-            if work and util.last_ts is not None:
-                dt = row.ts - util.last_ts
-                util.weighted_pct_s += row.value * dt
-                util.seconds += dt
-                util.rows += 1
-            util.last_ts = row.ts
-
-    def domains(
-        self,
-        sources: dict[tuple[str, str], str],
-        used: dict[tuple[str, str], bool],
-        in_total: set[tuple[str, str]],
-        failed: set[tuple[str, str]],
-    ) -> list[dict[str, Any]]:
-        """The summary's `domains` list, one entry per energy domain."""
-        out = []
-        for (sensor, device), stats in self.energy.items():
-            if stats.first is None or stats.boundary is None or stats.last is None:
-                continue
-            (t_first, e_first), (t_work, e_work), (t_last, e_last) = (
-                stats.first,
-                stats.boundary,
-                stats.last,
-            )
-            energy_j = e_last - e_work
-            seconds = t_last - t_work
-            idle_seconds = t_work - t_first
-            idle_power_w = (e_work - e_first) / idle_seconds if idle_seconds > 0 else None
-            idle_energy_j = idle_power_w * seconds if idle_power_w is not None else None
-            out.append(
-                {
-                    "sensor": sensor,
-                    "device": device,
-                    "energy_j": energy_j,
-                    "source": sources.get((sensor, device), SOURCE_COUNTER),
-                    "avg_power_w": energy_j / seconds if seconds > 0 else None,
-                    "peak_power_w": stats.peak_power_w,
-                    "idle_power_w": idle_power_w,
-                    "idle_energy_j": idle_energy_j,
-                    "dynamic_energy_j": energy_j - idle_energy_j
-                    if idle_energy_j is not None
-                    else None,
-                    "used": used.get((sensor, device), True),
-                    "in_total": (sensor, device) in in_total,
-                    "complete": (sensor, device) not in failed,
-                    "start_ts": t_work,
-                    "end_ts": t_last,
-                }
-            )
-        out.sort(key=lambda d: (d["sensor"], _device_order(d["device"])))
-        return out
-
-    def utilizations(self) -> list[dict[str, Any]]:
-        """The summary's `utilization` list: time-weighted average over the work."""
-        out = [
-            {"sensor": sensor, "device": device, "avg_pct": stats.weighted_pct_s / stats.seconds}
-            for (sensor, device), stats in self.utilization.items()
-            if stats.seconds > 0
-        ]
-        out.sort(key=lambda d: (d["sensor"], _device_order(d["device"])))
-        return out
-
-
-def _device_order(device: str) -> tuple[str, int]:
-    """Sort `cpu2` before `cpu10`."""
-    head = device.rstrip("0123456789")
-    tail = device[len(head) :]
-    return (head, int(tail) if tail else -1)
-
-
 # Which energy domains add up to the node's energy (the one definition; the profiler's summary,
 # the analysis and the report all use `node_domains`). RAPL counters nest: an AMD MSR package
 # contains its cores; a powercap package its core/uncore sub-zones; powercap's psys zone covers
@@ -348,42 +215,3 @@ def node_domains(domains: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             break
     out += [(s, d) for s, d in present if s == GPU_SENSOR and d.startswith("gpu")]
     return out
-
-
-def totals(domains: list[dict[str, Any]]) -> dict[str, Any]:
-    """Node energy: the sum of the domains that do not overlap (packages or psys, DRAM, every GPU)."""
-    parts = [d for d in domains if d["in_total"]]
-    if not parts:
-        return {"energy_j": None, "idle_energy_j": None, "dynamic_energy_j": None, "domains": []}
-    idle = [d["idle_energy_j"] for d in parts]
-    idle_j = sum(idle) if all(v is not None for v in idle) else None
-    energy_j = sum(d["energy_j"] for d in parts)
-    return {
-        "energy_j": energy_j,
-        "idle_energy_j": idle_j,
-        "dynamic_energy_j": energy_j - idle_j if idle_j is not None else None,
-        "domains": [f"{d['sensor']}:{d['device']}" for d in parts],
-    }
-
-
-def carbon_estimate(
-    energy_j: float | None, intensity_g_per_kwh: float | None
-) -> dict[str, Any] | None:
-    """Offline CO2e estimate: measured energy times a fixed grid intensity (None without an intensity)."""
-    if intensity_g_per_kwh is None:
-        return None
-    if energy_j is None:
-        return {
-            "g_co2e": None,
-            "intensity_g_per_kwh": intensity_g_per_kwh,
-            "note": "no energy was measured on this node, so there is no estimate",
-        }
-    return {
-        "g_co2e": energy_j / 3.6e6 * intensity_g_per_kwh,
-        "intensity_g_per_kwh": intensity_g_per_kwh,
-        "note": (
-            f"estimate: measured energy ({energy_j:.1f} J, the domains in `total`) x "
-            f"{intensity_g_per_kwh:g} gCO2e/kWh; excludes what is not measured "
-            "(memory outside RAPL, disks, fans, power-supply losses)"
-        ),
-    }

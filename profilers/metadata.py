@@ -36,17 +36,25 @@ def scheduler_variables(environ: Mapping[str, str] | None = None) -> dict[str, d
     }
 
 
+def greenkd_version() -> str | None:
+    """The version of the installed greenkd distribution, which profilers ships in; else None."""
+    from importlib import metadata  # only when a summary is written: it is slow to import
+
+    try:
+        return metadata.version("greenkd")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def collect_metadata(sensors: Iterable[Sensor]) -> dict[str, Any]:
     """Everything the summary records about where and with what the run was measured."""
-    from greenkd import __version__
-
     meta: dict[str, Any] = {
         "host": socket.gethostname(),
         "cpu_model": read_cpu_model() or platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "gpu_models": [],
         "gpu_driver": None,
-        "greenkd_version": __version__,
+        "greenkd_version": greenkd_version(),
         "python": platform.python_version(),
         "kernel": platform.release(),
     }

@@ -1,7 +1,7 @@
 """The sensor protocol: what a sensor file implements and the observations it returns.
 
 A sensor opens its files or library once (`probe`), then answers `read()` with
-observations. It knows nothing about time, wrap-around or CSV: the daemon stamps
+observations. It knows nothing about time, wrap-around or CSV: the sampler stamps
 each read with the one clock and `profilers.energy` turns counters into
 cumulative joules and power, so adding a sensor is adding one file.
 """
@@ -121,10 +121,6 @@ class Sensor(ABC):
     def metadata(self) -> dict[str, Any]:
         """Facts for the summary's `metadata` (GPU models, driver)."""
         return {}
-
-    def total_devices(self) -> tuple[str, ...]:
-        """Devices whose energies add up to this sensor's share of the node without overlap."""
-        return ()
 
     def is_used(self, device: str) -> bool:
         """Whether the device is among those the run uses (all, unless a GPU list limits it)."""

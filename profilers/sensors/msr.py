@@ -284,10 +284,6 @@ class MsrSensor(Sensor):
             observations.append(CounterSum("cores", tuple(d.device for d in self._cores)))
         return observations
 
-    def total_devices(self) -> tuple[str, ...]:
-        """Packages contain their cores, so the node's CPU energy is the packages' sum."""
-        return tuple(d.device for d in self._packages)
-
     def close(self) -> None:
         """Close the msr files."""
         for cpu in list(self._fds):

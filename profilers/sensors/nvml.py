@@ -254,10 +254,6 @@ class NvmlSensor(Sensor):
             ],
         }
 
-    def total_devices(self) -> tuple[str, ...]:
-        """Every GPU of the node."""
-        return tuple(f"gpu{g.index}" for g in self._gpus)
-
     def is_used(self, device: str) -> bool:
         """A GPU is used if no list was given or its index is in the list."""
         return self.used is None or int(device.removeprefix("gpu")) in self.used

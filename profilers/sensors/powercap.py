@@ -182,13 +182,6 @@ class PowercapSensor(Sensor):
             observations.append(Counter(zone.device, uj, 1e-6, zone.modulus))
         return observations
 
-    def total_devices(self) -> tuple[str, ...]:
-        """psys covers the platform if present; else packages plus DRAM (cores are inside packages)."""
-        devices = [z.device for z in self._zones]
-        if "psys" in devices:
-            return ("psys",)
-        return tuple(d for d in devices if d.startswith(("package", "dram")))
-
     def close(self) -> None:
         """Close the counter files."""
         for zone in self._zones:

@@ -5,22 +5,19 @@ drifts; a sample that overruns its period skips the ticks it covered instead
 of bunching reads. Rows carry Unix time (`time.time()`, the one clock) taken
 at the middle of each sensor's read. Every sample's rows are appended to
 samples.csv and flushed, so a killed run keeps everything up to its last
-sample; the summary is written last, atomically.
+sample; the summary (`profilers.summary`) is written last, atomically.
 
 Timeline: [idle baseline: `idle_seconds`, nothing else running] then the
-work (the `with` block or the command) until `stop()`, which takes one final
+work (the `with` block, or a command: `profilers.command`) until `stop()`, which takes one final
 sample so the energy covers the work to its end.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
 import os
-import shutil
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -31,37 +28,11 @@ from typing import IO, Any
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 from profilers import energy
-from profilers.metadata import collect_metadata
-from profilers.sensors import SensorRoots, missing_from, open_sensors
+from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.base import Fault, Observation, Problem, Sensor, SensorError, Status
+from profilers.summary import RunFacts, SummaryBuilder, build_summary
 
 MARK_FIELDS = ("ts", "label", "fields")
-# si_code of a signal the kernel raised itself, e.g. the terminal's Ctrl-C to
-# the whole foreground process group: the child got its own copy already.
-SI_KERNEL = 0x80
-
-
-class CommandError(GreenkdError):
-    """The command to profile could not be started; `exit_code` follows the shell (127 not found, 126 not runnable)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class CommandInterrupted(KeyboardInterrupt):
-    """greenkd itself got SIGINT/SIGTERM while profiling a command; raised after the summary is written.
-
-    A KeyboardInterrupt, so a caller looping over commands (a sweep) stops;
-    `exit_code` is the command's own exit code, which `greenkd profile` exits with.
-    """
-
-    def __init__(self, signals: list[str], exit_code: int) -> None:
-        super().__init__(
-            f"interrupted by {', '.join(signals)}; the command exited with {exit_code}"
-        )
-        self.signals = signals
-        self.exit_code = exit_code
 
 
 def _positive_float(name: str, value: float, *, allow_zero: bool) -> float:
@@ -96,13 +67,13 @@ class Profiler:
     def __init__(
         self,
         out: str | os.PathLike[str] = ".",
+        *,
         hz: float = 1.0,
         idle_seconds: float = 0.0,
         gpus: Sequence[int] | None = None,
         samples_name: str = "samples.csv",
         summary_name: str = "summary.json",
         carbon_intensity_g_per_kwh: float | None = None,
-        *,
         marks_name: str = "marks.csv",
         msr_root: str | os.PathLike[str] | None = None,
         proc_stat: str | os.PathLike[str] | None = None,
@@ -146,7 +117,7 @@ class Profiler:
         self._all_sensors: list[Sensor] = []
         self._statuses: list[Status] = []
         self._accountants: dict[str, energy.EnergyAccountant] = {}
-        self._builder = energy.SummaryBuilder()
+        self._builder = SummaryBuilder()
         self._samples_file: IO[str] | None = None
         self._marks_file: IO[str] | None = None
         self._writer: Any = None
@@ -213,6 +184,11 @@ class Profiler:
         if self._crash is not None:
             self.stop()
         return self
+
+    @property
+    def running(self) -> bool:
+        """Whether the profiler has started and not yet stopped."""
+        return self._state == "running"
 
     def record_command(self, argv: Sequence[str]) -> None:
         """Note the profiled command for the summary."""
@@ -372,193 +348,31 @@ class Profiler:
             utilization = self._builder.utilizations()
             reasons = list(self._reasons)
             ticks = self._ticks
-            lateness_ms = [1000.0 * s for s in self._lateness_s]
-        start_ts = self._work_start_ts
-        end_ts = self._last_ts
-        measured_idle = (
-            self.idle_seconds > 0 and start_ts is not None and self._first_ts is not None
-        )
-        total = energy.totals(domains)
-        nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
-        summary: dict[str, Any] = {
-            "status": ("partial" if reasons else "complete") if final else "running",
-            "reason": "; ".join(reasons) if reasons else None,
-            "start_ts": start_ts,
-            "end_ts": end_ts,
-            "duration_s": end_ts - start_ts
-            if start_ts is not None and end_ts is not None
-            else None,
-            "hz": self.hz,
-            "samples": ticks,
-            "idle": {
-                "seconds": (start_ts - self._first_ts) if measured_idle else 0.0,  # type: ignore[operator]
-                "start_ts": self._first_ts if measured_idle else start_ts,
-                "end_ts": start_ts,
-            },
-            "domains": domains,
-            "total": total,
-            "utilization": utilization,
-            "gpus": {
-                "selected": self.gpus,
-                "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"])
-                if nvml_domains
-                else None,
-                "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
-            },
-            "missing": [
-                p.as_dict() for p in [*missing_from(self._statuses), *self._runtime_missing]
-            ],
-            "carbon": energy.carbon_estimate(total["energy_j"], self.carbon_intensity_g_per_kwh),
-            "sensors": [
-                {
-                    "sensor": s.sensor,
-                    "available": s.available,
-                    "detail": s.detail,
-                    "reason": s.reason,
-                }
-                for s in self._statuses
-            ],
-            "sampling": {
-                "period_s": 1.0 / self.hz,
-                "jitter_p50_ms": energy.percentile(lateness_ms, 50),
-                "jitter_p99_ms": energy.percentile(lateness_ms, 99),
-                "jitter_max_ms": max(lateness_ms) if lateness_ms else None,
-                "missed_ticks": self._missed_ticks,
-                "sampler_cpu_s": self._cpu_s,
-            },
-            "files": {
-                "samples": self.samples_path.name,
-                "marks": self.marks_path.name,
-            },
-            "marks": self._marks,
-            "metadata": collect_metadata(self._all_sensors),
-        }
-        if self.command is not None:
-            summary["command"] = self.command
-            summary["exit_code"] = self.exit_code
-        return summary
-
-
-# -- profiling a command ------------------------------------------------------
-
-
-def _resolve(program: str) -> str:
-    """The executable for argv[0], as a shell would find it; CommandError 127 if there is none."""
-    found = shutil.which(program)
-    if found is None:
-        where = "no such file" if os.sep in program else "not found on PATH"
-        raise CommandError(f"command not found: {program} ({where})", 127)
-    return found
-
-
-def exit_code_of(wait_status: int) -> int:
-    """Shell-style exit code from a wait status: the code, or 128 + signal number."""
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
-
-
-def run_command(
-    argv: Sequence[str],
-    out: str | os.PathLike[str] = ".",
-    hz: float = 1.0,
-    idle_seconds: float = 0.0,
-    gpus: Sequence[int] | None = None,
-    samples_name: str = "samples.csv",
-    summary_name: str = "summary.json",
-    carbon_intensity_g_per_kwh: float | None = None,
-    **options: Any,
-) -> int:
-    """Profile a command: idle baseline, run it, forward SIGINT/SIGTERM to it, return its exit code.
-
-    `options` are Profiler's keyword-only options (marks_name, msr_root, proc_stat, sysfs_root, nvml).
-    A command that exits non-zero or dies of a signal leaves a summary marked partial. If this
-    process gets SIGINT/SIGTERM, the command gets it too, and once it has exited and the summary
-    is written, CommandInterrupted (a KeyboardInterrupt carrying the exit code) is raised.
-    """
-    argv = list(argv)
-    if not argv:
-        raise GreenkdError(
-            "no command to profile: give one after `--`, e.g. `greenkd profile -- python train.py`"
-        )
-    executable = _resolve(argv[0])
-    profiler = Profiler(
-        out,
-        hz,
-        idle_seconds,
-        gpus,
-        samples_name,
-        summary_name,
-        carbon_intensity_g_per_kwh,
-        **options,
-    )
-    profiler.record_command(argv)
-    on_main = threading.current_thread() is threading.main_thread()
-    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-    # Blocked before the sampler thread exists, so it inherits the mask and
-    # every signal waits for sigtimedwait in this thread, with its origin.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched) if on_main else None
-    try:
-        profiler.start()
-        if on_main:
-            early = signal.sigpending() & {signal.SIGINT, signal.SIGTERM}
-            if early:
-                signum = signal.sigtimedwait(early, 0)
-                number = signum.si_signo if signum is not None else min(early)
-                name = signal.Signals(number).name
-                profiler.stop(
-                    reason=f"interrupted by {name} before the command started",
-                    exit_code=128 + number,
-                )
-                return 128 + number
-        try:
-            pid = os.posix_spawn(
-                executable,
-                argv,
-                os.environ,
-                setsigmask=(),
-                # Python ignores SIGPIPE and SIGXFSZ; the command gets the defaults, as from a shell.
-                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ),
+            lateness_s = list(self._lateness_s)
+        return build_summary(
+            RunFacts(
+                final=final,
+                reasons=reasons,
+                hz=self.hz,
+                samples=ticks,
+                idle_seconds=self.idle_seconds,
+                first_ts=self._first_ts,
+                work_start_ts=self._work_start_ts,
+                last_ts=self._last_ts,
+                domains=domains,
+                utilization=utilization,
+                gpus=self.gpus,
+                statuses=self._statuses,
+                runtime_missing=list(self._runtime_missing),
+                carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
+                lateness_s=lateness_s,
+                missed_ticks=self._missed_ticks,
+                sampler_cpu_s=self._cpu_s,
+                samples_file=self.samples_path.name,
+                marks_file=self.marks_path.name,
+                marks=self._marks,
+                sensors=self._all_sensors,
+                command=self.command,
+                exit_code=self.exit_code,
             )
-        except OSError as exc:
-            code = 127 if isinstance(exc, FileNotFoundError) else 126
-            profiler.stop(reason=f"the command could not start: {exc.strerror}", exit_code=code)
-            raise CommandError(f"cannot run {argv[0]}: {exc.strerror}", code) from exc
-        code, received = _wait(pid, on_main)
-    except BaseException:
-        if profiler._state == "running":
-            profiler.stop(reason="greenkd profile failed while the command ran")
-        raise
-    finally:
-        if old_mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    reasons = []
-    if received:
-        reasons.append(f"interrupted by {', '.join(received)} (forwarded to the command)")
-    if code > 128 and code - 128 < signal.NSIG:
-        reasons.append(f"the command was killed by {signal.Signals(code - 128).name}")
-    elif code != 0:
-        reasons.append(f"the command exited with code {code}")
-    profiler.stop(reason="; ".join(reasons) or None, exit_code=code)
-    if received:
-        raise CommandInterrupted(received, code)
-    return code
-
-
-def _wait(pid: int, on_main: bool) -> tuple[int, list[str]]:
-    """Wait for the child, forwarding SIGINT/SIGTERM; return its exit code and the signals received."""
-    received: list[str] = []
-    if not on_main:
-        _, status = os.waitpid(pid, 0)
-        return exit_code_of(status), received
-    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-    while True:
-        info = signal.sigtimedwait(watched, 0.5)
-        if info is not None and info.si_signo in (signal.SIGINT, signal.SIGTERM):
-            received.append(signal.Signals(info.si_signo).name)
-            if info.si_code != SI_KERNEL:
-                # If it exited in between, waitpid below collects it.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, info.si_signo)
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return exit_code_of(status), received
+        )

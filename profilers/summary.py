@@ -1,0 +1,282 @@
+"""The summary: streams the sample rows into per-domain energy, the idle split, node totals and
+the CO2e estimate, and assembles summary.json from what the sampler observed (`build_summary`).
+
+Rows with ts <= the work's start belong to the idle baseline, later rows to the work; a domain's
+idle power is its baseline energy over the baseline's length, and its idle energy that power
+over the work's length. The node total adds only `energy.node_domains`, so nothing is counted
+twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from profilers.energy import SOURCE_COUNTER, Row
+from profilers.metadata import collect_metadata
+from profilers.naming import device_sort_key
+from profilers.sensors import missing_from
+from profilers.sensors.base import Problem, Sensor, Status
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation between order statistics."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class _DomainStats:
+    first: tuple[float, float] | None = None
+    boundary: tuple[float, float] | None = None
+    last: tuple[float, float] | None = None
+    peak_power_w: float | None = None
+
+
+@dataclass
+class _UtilStats:
+    last_ts: float | None = None
+    weighted_pct_s: float = 0.0
+    seconds: float = 0.0
+    rows: int = 0
+
+
+@dataclass
+class SummaryBuilder:
+    """Streams rows into what the summary needs, without keeping them.
+
+    Rows with ts <= `work_start_ts` belong to the idle baseline, later rows to
+    the work. Utilization rows cover the interval since the previous row of
+    the same device and are averaged weighted by that interval's length.
+    """
+
+    work_start_ts: float | None = None
+    energy: dict[tuple[str, str], _DomainStats] = field(default_factory=dict)
+    utilization: dict[tuple[str, str], _UtilStats] = field(default_factory=dict)
+
+    def in_work(self, ts: float) -> bool:
+        """Whether a row at `ts` is past the idle baseline."""
+        return self.work_start_ts is not None and ts > self.work_start_ts
+
+    def add(self, row: Row) -> None:
+        """Account one row."""
+        key = (row.sensor, row.device)
+        work = self.in_work(row.ts)
+        if row.metric == "energy":
+            stats = self.energy.setdefault(key, _DomainStats())
+            point = (row.ts, row.value)
+            if stats.first is None:
+                stats.first = point
+            if not work or stats.boundary is None:
+                # The last idle-phase reading is the baseline's end; a domain
+                # first seen during the work starts its accounting there.
+                stats.boundary = point
+            stats.last = point
+        elif row.metric == "power" and work:
+            stats = self.energy.setdefault(key, _DomainStats())
+            if stats.peak_power_w is None or row.value > stats.peak_power_w:
+                stats.peak_power_w = row.value
+        elif row.metric == "utilization":
+            util = self.utilization.setdefault(key, _UtilStats())
+            if work and util.last_ts is not None:
+                dt = row.ts - util.last_ts
+                util.weighted_pct_s += row.value * dt
+                util.seconds += dt
+                util.rows += 1
+            util.last_ts = row.ts
+
+    def domains(
+        self,
+        sources: dict[tuple[str, str], str],
+        used: dict[tuple[str, str], bool],
+        in_total: set[tuple[str, str]],
+        failed: set[tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """The summary's `domains` list, one entry per energy domain."""
+        out = []
+        for (sensor, device), stats in self.energy.items():
+            if stats.first is None or stats.boundary is None or stats.last is None:
+                continue
+            (t_first, e_first), (t_work, e_work), (t_last, e_last) = (
+                stats.first,
+                stats.boundary,
+                stats.last,
+            )
+            energy_j = e_last - e_work
+            seconds = t_last - t_work
+            idle_seconds = t_work - t_first
+            idle_power_w = (e_work - e_first) / idle_seconds if idle_seconds > 0 else None
+            idle_energy_j = idle_power_w * seconds if idle_power_w is not None else None
+            out.append(
+                {
+                    "sensor": sensor,
+                    "device": device,
+                    "energy_j": energy_j,
+                    "source": sources.get((sensor, device), SOURCE_COUNTER),
+                    "avg_power_w": energy_j / seconds if seconds > 0 else None,
+                    "peak_power_w": stats.peak_power_w,
+                    "idle_power_w": idle_power_w,
+                    "idle_energy_j": idle_energy_j,
+                    "dynamic_energy_j": energy_j - idle_energy_j
+                    if idle_energy_j is not None
+                    else None,
+                    "used": used.get((sensor, device), True),
+                    "in_total": (sensor, device) in in_total,
+                    "complete": (sensor, device) not in failed,
+                    "start_ts": t_work,
+                    "end_ts": t_last,
+                }
+            )
+        out.sort(key=lambda d: (d["sensor"], device_sort_key(d["device"])))
+        return out
+
+    def utilizations(self) -> list[dict[str, Any]]:
+        """The summary's `utilization` list: time-weighted average over the work."""
+        out = [
+            {"sensor": sensor, "device": device, "avg_pct": stats.weighted_pct_s / stats.seconds}
+            for (sensor, device), stats in self.utilization.items()
+            if stats.seconds > 0
+        ]
+        out.sort(key=lambda d: (d["sensor"], device_sort_key(d["device"])))
+        return out
+
+
+def totals(domains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Node energy: the sum of the domains that do not overlap (packages or psys, DRAM, every GPU)."""
+    parts = [d for d in domains if d["in_total"]]
+    if not parts:
+        return {"energy_j": None, "idle_energy_j": None, "dynamic_energy_j": None, "domains": []}
+    idle = [d["idle_energy_j"] for d in parts]
+    idle_j = sum(idle) if all(v is not None for v in idle) else None
+    energy_j = sum(d["energy_j"] for d in parts)
+    return {
+        "energy_j": energy_j,
+        "idle_energy_j": idle_j,
+        "dynamic_energy_j": energy_j - idle_j if idle_j is not None else None,
+        "domains": [f"{d['sensor']}:{d['device']}" for d in parts],
+    }
+
+
+def carbon_estimate(
+    energy_j: float | None, intensity_g_per_kwh: float | None
+) -> dict[str, Any] | None:
+    """Offline CO2e estimate: measured energy times a fixed grid intensity (None without an intensity)."""
+    if intensity_g_per_kwh is None:
+        return None
+    if energy_j is None:
+        return {
+            "g_co2e": None,
+            "intensity_g_per_kwh": intensity_g_per_kwh,
+            "note": "no energy was measured on this node, so there is no estimate",
+        }
+    return {
+        "g_co2e": energy_j / 3.6e6 * intensity_g_per_kwh,
+        "intensity_g_per_kwh": intensity_g_per_kwh,
+        "note": (
+            f"estimate: measured energy ({energy_j:.1f} J, the domains in `total`) x "
+            f"{intensity_g_per_kwh:g} gCO2e/kWh; excludes what is not measured "
+            "(memory outside RAPL, disks, fans, power-supply losses)"
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the sampler observed up to one moment: everything `build_summary` reads."""
+
+    final: bool
+    reasons: list[str]
+    hz: float
+    samples: int
+    idle_seconds: float
+    first_ts: float | None
+    work_start_ts: float | None
+    last_ts: float | None
+    domains: list[dict[str, Any]]
+    utilization: list[dict[str, Any]]
+    gpus: list[int] | None
+    statuses: list[Status]
+    runtime_missing: list[Problem]
+    carbon_intensity_g_per_kwh: float | None
+    lateness_s: list[float]
+    missed_ticks: int
+    sampler_cpu_s: float | None
+    samples_file: str
+    marks_file: str
+    marks: int
+    sensors: list[Sensor]
+    command: list[str] | None
+    exit_code: int | None
+
+
+def build_summary(facts: RunFacts) -> dict[str, Any]:
+    """The summary (summary.json): status, timeline, energy per domain and in total, sampling."""
+    start_ts = facts.work_start_ts
+    end_ts = facts.last_ts
+    first_ts = facts.first_ts
+    measured_idle = facts.idle_seconds > 0 and start_ts is not None and first_ts is not None
+    domains = facts.domains
+    total = totals(domains)
+    nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
+    lateness_ms = [1000.0 * s for s in facts.lateness_s]
+    reasons = facts.reasons
+    summary: dict[str, Any] = {
+        "status": ("partial" if reasons else "complete") if facts.final else "running",
+        "reason": "; ".join(reasons) if reasons else None,
+        "start_ts": start_ts,
+        "end_ts": end_ts,
+        "duration_s": end_ts - start_ts if start_ts is not None and end_ts is not None else None,
+        "hz": facts.hz,
+        "samples": facts.samples,
+        "idle": {
+            "seconds": (start_ts - first_ts) if measured_idle else 0.0,  # type: ignore[operator]
+            "start_ts": first_ts if measured_idle else start_ts,
+            "end_ts": start_ts,
+        },
+        "domains": domains,
+        "total": total,
+        "utilization": facts.utilization,
+        "gpus": {
+            "selected": facts.gpus,
+            "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"])
+            if nvml_domains
+            else None,
+            "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
+        },
+        "missing": [p.as_dict() for p in [*missing_from(facts.statuses), *facts.runtime_missing]],
+        "carbon": carbon_estimate(total["energy_j"], facts.carbon_intensity_g_per_kwh),
+        "sensors": [
+            {
+                "sensor": s.sensor,
+                "available": s.available,
+                "detail": s.detail,
+                "reason": s.reason,
+            }
+            for s in facts.statuses
+        ],
+        "sampling": {
+            "period_s": 1.0 / facts.hz,
+            "jitter_p50_ms": percentile(lateness_ms, 50),
+            "jitter_p99_ms": percentile(lateness_ms, 99),
+            "jitter_max_ms": max(lateness_ms) if lateness_ms else None,
+            "missed_ticks": facts.missed_ticks,
+            "sampler_cpu_s": facts.sampler_cpu_s,
+        },
+        "files": {
+            "samples": facts.samples_file,
+            "marks": facts.marks_file,
+        },
+        "marks": facts.marks,
+        "metadata": collect_metadata(facts.sensors),
+    }
+    if facts.command is not None:
+        summary["command"] = facts.command
+        summary["exit_code"] = facts.exit_code
+    return summary
