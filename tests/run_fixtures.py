@@ -47,6 +47,7 @@ class RunSpec:
     model: str = "vgg16"
     repeat: int = 0
     device_kind: str = "gpu"  # or "cpu": CPU core-set workers
+    cores_per_worker: int = 1  # a CPU worker's cores (cpuset k has cores k*n ... k*n + n - 1)
     node_gpus: int = 4
     packages: int = 2
     cores_per_package: int = 2
@@ -99,9 +100,22 @@ def schedule(task_seconds: list[float], n: int, sched: str) -> list[int]:
 
 
 def device_names(spec: RunSpec) -> list[str]:
+    """Device labels as greenkd.devices makes them: gpu0, gpu1 ... or cpuset0, cpuset1 ..."""
     if spec.device_kind == "gpu":
         return [f"gpu{i}" for i in range(spec.gpus)]
-    return [f"cpu{i}-cpu{i}" for i in range(spec.gpus)]
+    return [f"cpuset{i}" for i in range(spec.gpus)]
+
+
+def device_cores(spec: RunSpec) -> dict[str, list[int]]:
+    """config.json meta `device_cores`: a CPU worker's own cores; a GPU worker may use every core."""
+    n_cpus = spec.packages * spec.cores_per_package
+    per = spec.cores_per_worker
+    return {
+        name: list(range(n_cpus))
+        if spec.device_kind == "gpu"
+        else list(range(k * per, (k + 1) * per))
+        for k, name in enumerate(device_names(spec))
+    }
 
 
 def task_name(i: int) -> str:
@@ -383,16 +397,12 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
         "seed": 0,
         "out": str(run_dir),
     }
-    devices = (
-        device_names(spec)
-        if spec.device_kind == "gpu"
-        else [f"cpu{i}-cpu{i}" for i in range(spec.gpus)]
-    )
     meta = {
         "version": "0.1.0",
         "host": "node1",
         "device_kind": spec.device_kind,
-        "devices": devices,
+        "devices": device_names(spec),
+        "device_cores": device_cores(spec),
         "sweep": Path(sweep_dir).name,
         "run": spec.name,
         "repeat": spec.repeat,

@@ -244,7 +244,7 @@ def test_cpu_task_energy_is_split_among_the_tasks_running_at_the_same_time():
     tasks = pd.DataFrame(
         {
             "task": ["a", "b", "c"],
-            "device": ["cpu0-cpu0", "cpu1-cpu1", "cpu0-cpu0"],
+            "device": ["cpuset0", "cpuset1", "cpuset0"],
             "start": [T0, T0 + 4, T0 + 18],
             "end": [T0 + 10, T0 + 16, T0 + 20],
         }

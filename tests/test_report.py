@@ -152,8 +152,8 @@ def test_report_names_left_out_runs_and_missing_sensors(tmp_path):
     timeline = next(f for f in report.figures if f.layout.title.text.endswith("run cpu2"))
     assert {t.name for t in timeline.data} == {
         "CPU (all)",
-        "cpu0-cpu0",
-        "cpu1-cpu1",
+        "cpuset0",
+        "cpuset1",
     }  # utilisation only
 
 

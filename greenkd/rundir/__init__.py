@@ -9,6 +9,8 @@ summary.json   written last and atomically; its `status` says complete, partial 
 
 A sweep writes a run's config.json before the run starts (`write_config`) and adds its own
 meta back after the run rewrote it (`add_meta`); the run itself calls `create`.
+
+The reader of run and sweep directories (pandas) sits beside this writer: `greenkd.rundir.read`.
 """
 
 from __future__ import annotations
