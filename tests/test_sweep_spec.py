@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 from sweep_fixtures import write_experiment
 
-from greenkd.config import DEFAULT_SWEEP_RUN, DataThreads, RunConfig, SweepSpec
+from greenkd.config import DataThreads, RunConfig
 from greenkd.errors import GreenkdError
-from greenkd.sweep import Machine, check_devices, cores_per_device, sweep_dir_for
+from greenkd.sweep import (
+    DEFAULT_SWEEP_RUN,
+    Machine,
+    SweepSpec,
+    check_devices,
+    cores_per_device,
+    sweep_dir_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"

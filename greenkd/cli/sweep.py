@@ -55,8 +55,7 @@ def sweep_command(
 ) -> None:
     """Run distillations over device counts x schedulers x tf.data threads, each profiled; write the report."""
     # No TensorFlow in this process: the runs and the teacher are child processes.
-    from greenkd.config import SweepSpec
-    from greenkd.sweep import run_sweep
+    from greenkd.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec.build(
         experiment,

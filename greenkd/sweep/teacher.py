@@ -1,0 +1,93 @@
+"""The sweep's teacher: trained (or loaded) once in a child process, so that no run's time includes it.
+
+The parent holds no TensorFlow: `prepare_teacher` starts `teacher_main` as
+`python -c "from greenkd.sweep.teacher import teacher_main; teacher_main()"` and reads back the
+teacher.json it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from greenkd.config import RunConfig
+from greenkd.errors import GreenkdError
+from greenkd.fileio import read_json, write_json_atomic
+
+TEACHER_FILE = "teacher.json"
+TEACHER_LOG = "teacher.log"
+
+
+def prepare_teacher(
+    cfg: RunConfig, sweep_dir: Path, console: Console, python: str
+) -> dict[str, Any]:
+    """Train (or load) the teacher once in a child process, so that no run's time includes it."""
+    result_path = sweep_dir / TEACHER_FILE
+    result_path.unlink(missing_ok=True)
+    log_path = sweep_dir / TEACHER_LOG
+    argv = [
+        python,
+        "-c",
+        "from greenkd.sweep.teacher import teacher_main; teacher_main()",
+        json.dumps(cfg.to_dict(), default=str),
+        str(result_path),
+    ]
+    with (
+        console.status("teacher: loading, or training it once (cached by its settings)"),
+        log_path.open("w") as log,
+    ):
+        code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    result = read_json(result_path)
+    if code != 0 or result is None:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("greenkd: error: ")]
+        if errors:  # a user error in the settings (unknown dataset, missing model file ...)
+            raise GreenkdError(errors[-1].removeprefix("greenkd: error: "))
+        last = lines[-1] if lines else f"exit code {code}"
+        raise GreenkdError(f"preparing the teacher failed: {last} (full log: {log_path})")
+    state = {"file": "from its file", "cached": "cached"}.get(
+        result["source"], f"trained in {result['train_seconds']:.0f} s"
+    )
+    console.print(
+        f"teacher {Path(result['path']).name} ({state}): top-1 {result['accuracy']:.2%}, "
+        f"{result['n_targets']} layer tasks"
+    )
+    return result
+
+
+def teacher_main() -> None:
+    """Child entry: argv = [config JSON, result path]; writes the teacher's path, accuracy, task count."""
+    try:
+        cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
+        # TensorFlow loads here, in the child only.
+        from greenkd import models
+        from greenkd.distill.setup import prepare
+
+        setup = prepare(cfg)
+        source = (
+            "file"
+            if cfg.model not in models.ZOO
+            else "trained"
+            if setup.teacher.trained_now
+            else "cached"
+        )
+        write_json_atomic(
+            sys.argv[2],
+            {
+                "path": str(setup.teacher.path),
+                "source": source,
+                "accuracy": setup.teacher.accuracy,
+                "trained_now": setup.teacher.trained_now,
+                "train_seconds": setup.teacher.seconds,
+                "n_targets": len(setup.targets),
+                "targets": [t.name for t in setup.targets],
+            },
+        )
+    except GreenkdError as exc:
+        print(f"greenkd: error: {exc}", file=sys.stderr)
+        sys.exit(2)
