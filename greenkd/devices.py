@@ -2,8 +2,8 @@
 
 Detection uses NVML (no TensorFlow import), so the parent process of a
 parallel run never grabs a GPU that a worker needs. `bind()` ties a worker
-process to its device before TensorFlow is imported; `configure_tensorflow()`
-sets TensorFlow's thread counts before its first op.
+process to its device before TensorFlow is imported; `greenkd.tfsetup.configure_tensorflow()`
+then sets TensorFlow's thread counts before its first op (this module imports no framework).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Device:
         visible = "" if self.gpu is None else str(self.gpu)
         env = {"CUDA_VISIBLE_DEVICES": visible}
         if self.kind == "cpu":
-            # read by TensorFlow's runtime and oneDNN at start-up; configure_tensorflow()
+            # read by TensorFlow's runtime and oneDNN at start-up; greenkd.tfsetup.configure_tensorflow()
             # sets the same through the API, which is what TensorFlow reports back
             threads = str(self.threads)
             env.update(
@@ -234,23 +234,6 @@ def confined_to(devices: list[Device]) -> Iterator[list[int]]:
         yield cores
     finally:
         set_affinity(before)
-
-
-def configure_tensorflow(device: Device) -> None:
-    """Import TensorFlow and set its thread counts for `device` (before any op runs)."""
-    from greenkd.tfsetup import tf
-
-    if device.kind != "cpu":
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(device.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # "cannot be modified after initialization"
-        if tf.config.threading.get_intra_op_parallelism_threads() != device.threads:
-            raise GreenkdError(
-                f"cannot give TensorFlow {device.threads} thread(s) for {device.label}: it "
-                "already ran an op in this process"
-            ) from None
 
 
 def cpu_model() -> str:

@@ -9,9 +9,17 @@ the import and the first device query run with file descriptor 2 pointed at
 the notices.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
+
+from greenkd.errors import GreenkdError
+
+if TYPE_CHECKING:
+    from greenkd.devices import Device
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -51,4 +59,19 @@ if os.environ.get("GREENKD_TF_VERBOSE") != "1":
 
     tf.get_logger().setLevel(logging.ERROR)
 
-__all__ = ["keras", "tf"]
+__all__ = ["configure_tensorflow", "keras", "tf"]
+
+
+def configure_tensorflow(device: Device) -> None:
+    """Set TensorFlow's thread counts for `device` (before any op runs in this process)."""
+    if device.kind != "cpu":
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(device.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # "cannot be modified after initialization"
+        if tf.config.threading.get_intra_op_parallelism_threads() != device.threads:
+            raise GreenkdError(
+                f"cannot give TensorFlow {device.threads} thread(s) for {device.label}: it "
+                "already ran an op in this process"
+            ) from None

@@ -41,6 +41,6 @@ def tiny_cfg(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_setup(tiny_cfg, greenkd_cache):
     """Data, trained teacher (cached for the session) and targets of the tiny run."""
-    from greenkd.distill.run import prepare
+    from greenkd.distill.setup import prepare
 
     return prepare(tiny_cfg)

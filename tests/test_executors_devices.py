@@ -74,14 +74,14 @@ def test_hardware_label_tells_device_sizes_apart():
 
 PROBE = """
 import json, os, sys, threading, time
-from greenkd.devices import Device, bind, configure_tensorflow
+from greenkd.devices import Device, bind
 stop = threading.Event()
 early = threading.Thread(target=stop.wait, daemon=True)  # a thread that exists before binding
 early.start()
 device = Device("cpu", 1, "cpuset1", (int(sys.argv[1]),))
 bind(device)
+from greenkd.tfsetup import configure_tensorflow, tf  # TensorFlow loads after binding
 configure_tensorflow(device)
-from greenkd.tfsetup import tf
 total = float(tf.reduce_sum(tf.ones((64, 64))))  # the first op starts TensorFlow's thread pools
 threads = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
 print(json.dumps({

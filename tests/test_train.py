@@ -12,7 +12,7 @@ import pytest
 from greenkd import data
 from greenkd.config import RunConfig
 from greenkd.distill import targets as tg
-from greenkd.distill.train import pair_model, train_task
+from greenkd.distill.train import pair_model, train_pass
 from greenkd.rundir import RunDir
 from greenkd.tfsetup import keras
 
@@ -20,13 +20,13 @@ from greenkd.tfsetup import keras
 def test_block_learns_its_layer(tiny_setup, tiny_cfg):
     target = tiny_setup.targets[6]
     cfg = tiny_cfg.replace(epochs=5)
-    result = train_task(
+    result = train_pass(
         tiny_setup.teacher.model,
-        target,
+        [target],
         cfg,
         tiny_setup.source,
         preprocess_mode=tiny_setup.preprocess_mode,
-    )
+    )[0]
     assert result.name == target.name and result.epochs == 5
     assert len(result.mse_history) == 5
     # real learning: the local loss ends far below the untrained block's
@@ -45,8 +45,8 @@ def test_same_layer_same_seed_same_block(tiny_setup, tiny_cfg):
     target = tiny_setup.targets[9]
     cfg = tiny_cfg.replace(epochs=1)
     kw = dict(preprocess_mode=tiny_setup.preprocess_mode)
-    a = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
-    b = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
+    a = train_pass(tiny_setup.teacher.model, [target], cfg, tiny_setup.source, **kw)[0]
+    b = train_pass(tiny_setup.teacher.model, [target], cfg, tiny_setup.source, **kw)[0]
     for wa, wb in zip(a.weights, b.weights, strict=True):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
     assert a.accuracy == pytest.approx(b.accuracy)
@@ -55,13 +55,13 @@ def test_same_layer_same_seed_same_block(tiny_setup, tiny_cfg):
 def test_keeps_the_best_evaluated_weights_not_the_last(tiny_setup, tiny_cfg):
     target = tiny_setup.targets[2]
     cfg = tiny_cfg.replace(epochs=3, eval_every=1, lr=0.05)  # a rough ride: accuracy moves
-    result = train_task(
+    result = train_pass(
         tiny_setup.teacher.model,
-        target,
+        [target],
         cfg,
         tiny_setup.source,
         preprocess_mode=tiny_setup.preprocess_mode,
-    )
+    )[0]
     assert set(result.accuracy_history) == {1, 2, 3}
     best_epoch = max(result.accuracy_history, key=result.accuracy_history.get)
     assert result.best_epoch == best_epoch
@@ -99,7 +99,7 @@ def test_linear_conv_gets_a_linear_block_that_beats_any_relu_block():
     raw = keras.ops.convert_to_numpy(raw)
     relu_floor = float(np.mean(np.minimum(raw, 0.0) ** 2))
     assert (raw < 0).mean() > 0.3  # the conv's raw output really is often negative
-    result = train_task(teacher, target, cfg, source, preprocess_mode="scale")
+    result = train_pass(teacher, [target], cfg, source, preprocess_mode="scale")[0]
     assert result.mse_best < 0.6 * relu_floor
 
 
@@ -128,14 +128,13 @@ def test_fresh_pipeline_repeats_the_same_order_after_other_work():
 
 def test_fused_tasks_match_independent_tasks(tiny_setup, tiny_cfg):
     """One teacher pass for several blocks changes nothing but the time it takes."""
-    from greenkd.distill.train import train_group
 
     picked = [tiny_setup.targets[i] for i in (1, 5, 11)]
     cfg = tiny_cfg.replace(epochs=2)
     kw = dict(preprocess_mode=tiny_setup.preprocess_mode)
-    fused = train_group(tiny_setup.teacher.model, picked, cfg, tiny_setup.source, **kw)
+    fused = train_pass(tiny_setup.teacher.model, picked, cfg, tiny_setup.source, **kw)
     for target, f in zip(picked, fused, strict=True):
-        alone = train_task(tiny_setup.teacher.model, target, cfg, tiny_setup.source, **kw)
+        alone = train_pass(tiny_setup.teacher.model, [target], cfg, tiny_setup.source, **kw)[0]
         assert f.name == alone.name and f.fused_group
         np.testing.assert_allclose(f.mse_history, alone.mse_history, rtol=1e-3)
         assert f.accuracy == pytest.approx(alone.accuracy, abs=2 / 256)  # at most 2 images

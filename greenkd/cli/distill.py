@@ -184,16 +184,20 @@ def distill_command(
             raise typer.Exit(1) from None
         return
     if cfg.backend != "mpi":
+        from greenkd.distill.setup import LayerTasks  # no TensorFlow yet
+
         # bad settings fail before TensorFlow loads, and local workers start loading
         # TensorFlow, data and teacher now, beside this process
         devices = preflight(cfg)
-        executor = select(cfg, devices)
+        executor = select(cfg, devices, LayerTasks(cfg))
     from greenkd.distill.run import distill
 
     reporter = RichReporter(console)
     try:
         if cfg.backend == "mpi":
-            summary = mpi.run_rank(cfg, reporter)
+            summary = mpi.run_rank(
+                cfg, lambda ex, devs: distill(cfg, reporter=reporter, executor=ex, devices=devs)
+            )
             if summary is None:  # ranks other than 0 report nothing
                 return
         else:

@@ -13,30 +13,28 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from greenkd import data as data_mod
-from greenkd import models
 from greenkd.config import RunConfig
 from greenkd.devices import Device, confined_to, run_devices
 from greenkd.distill import assemble as asm
-from greenkd.distill import costs
-from greenkd.distill.targets import Target, find, model_flops, require_targets
-from greenkd.distill.train import TaskResult, evaluate_accuracy, train_tasks
+from greenkd.distill import planning
+from greenkd.distill.setup import LayerTasks, Setup, prepare
+from greenkd.distill.targets import Target, model_flops
+from greenkd.distill.train import evaluate_accuracy
 from greenkd.errors import GreenkdError
+from greenkd.executors import select
+from greenkd.executors.base import Executor, Progress, TaskResult, Work
 from greenkd.rundir import RunDir
-from greenkd.schedule import Plan
+from greenkd.schedule.sources import check_timings_file
 from greenkd.tfsetup import keras
 
 
-class Reporter(Protocol):
+class Reporter(Progress, Protocol):
     """What a run tells its caller as it goes (the CLI draws progress bars from it)."""
 
-    def phase(self, name: str, detail: str = "") -> None: ...
     def tasks_started(self, total: int, epochs: int) -> None: ...
-    def epoch(self, task: str, epoch: int, mse: float) -> None: ...
     def task_done(self, result: TaskResult, target: Target, accepted: bool) -> None: ...
 
 
@@ -45,86 +43,6 @@ class SilentReporter:
     def tasks_started(self, total: int, epochs: int) -> None: ...
     def epoch(self, task: str, epoch: int, mse: float) -> None: ...
     def task_done(self, result: TaskResult, target: Target, accepted: bool) -> None: ...
-
-
-@dataclass
-class Setup:
-    """What every process needs to run layer tasks; rebuilt from the config in workers."""
-
-    cfg: RunConfig
-    source: data_mod.Source
-    teacher: models.Teacher
-    targets: list[Target]
-    preprocess_mode: str
-    plan: Plan | None = None  # set by distill() before the tasks run
-
-    def targets_named(self, names: Iterable[str]) -> list[Target]:
-        by_name = {t.name: t for t in self.targets}
-        return [by_name[n] for n in names]
-
-
-def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
-    """Load the data and the teacher (training and caching it if needed), find the targets."""
-    source = data_mod.load(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        n_train=cfg.n_train,
-        n_val=cfg.n_val,
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-    )
-    if not train_teacher and cfg.model in models.ZOO and not models.teacher_path(cfg).is_file():
-        raise GreenkdError(f"no cached teacher at {models.teacher_path(cfg)}")
-    teacher = models.get_teacher(cfg, source)
-    mode = models.preprocess_mode(cfg)
-    _check_compatible(teacher.model, source, cfg)
-    targets = require_targets(find(teacher.model), cfg.model)
-    if teacher.accuracy != teacher.accuracy:  # NaN: a user's model with no recorded accuracy
-        val = data_mod.validation_batches(source, cfg, mode)
-        accuracy = evaluate_accuracy(teacher.model, val)
-        teacher = models.Teacher(teacher.model, accuracy, teacher.path, False, teacher.seconds)
-    return Setup(cfg, source, teacher, targets, mode)
-
-
-def _check_compatible(model, source: data_mod.Source, cfg: RunConfig) -> None:
-    shape = tuple(model.inputs[0].shape[1:])
-    want = (cfg.image_size, cfg.image_size, 3)
-    if shape != want and None not in shape:
-        raise GreenkdError(
-            f"the model takes inputs of shape {shape} but the data are {want}: "
-            "set --image-size to match"
-        )
-    classes = model.outputs[0].shape[-1]
-    if classes is not None and classes != source.num_classes:
-        raise GreenkdError(
-            f"the model predicts {classes} classes but {cfg.dataset} has {source.num_classes}"
-        )
-
-
-def run_inline(
-    setup: Setup, names: list[str], device: str, reporter: Reporter
-) -> Iterator[TaskResult]:
-    """Train the named tasks in this process, one after another (or fused)."""
-    yield from train_tasks(
-        setup.teacher.model,
-        setup.targets_named(names),
-        setup.cfg,
-        setup.source,
-        device=device,
-        progress=reporter.epoch,
-        preprocess_mode=setup.preprocess_mode,
-    )
-
-
-# An executor runs the planned tasks somewhere and yields results as they finish.
-Executor = Callable[[Setup, list[Device], Reporter], Iterator[TaskResult]]
-
-
-def inline_executor(
-    setup: Setup, devices: list[Device], reporter: Reporter
-) -> Iterator[TaskResult]:
-    """All tasks in this process on the first device, in model order."""
-    yield from run_inline(setup, [t.name for t in setup.targets], devices[0].label, reporter)
 
 
 def task_row(result: TaskResult, target: Target, accepted: bool) -> dict[str, Any]:
@@ -166,12 +84,11 @@ def distill(
 ) -> dict[str, Any]:
     """Run Algorithm 1 end to end and return the summary written to summary.json."""
     reporter = reporter or SilentReporter()
-    costs.check_timings_file(cfg)
+    check_timings_file(cfg.timings)
     devices = devices or run_devices(cfg)
+    source = LayerTasks(cfg)
     if executor is None:
-        from greenkd.executors import select
-
-        executor = select(cfg, devices)
+        executor = select(cfg, devices, source)
     if devices[0].kind == "gpu" and len(devices) > 1:
         # this process assembles and fine-tunes; it must not take the GPU memory workers need
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
@@ -218,14 +135,14 @@ def distill(
             n_targets=len(setup.targets),
         )
         by_name = {t.name: t for t in setup.targets}
-        setup.plan = costs.plan_for(setup, devices)
-        summary["plan"] = {**setup.plan.to_dict(), "devices": [d.label for d in devices]}
+        plan = planning.plan_for(setup, devices)
+        summary["plan"] = {**plan.to_dict(), "devices": [d.label for d in devices]}
         run.write_plan(summary["plan"])
 
         reporter.phase("tasks", f"{len(setup.targets)} layer tasks on {len(devices)} device(s)")
         reporter.tasks_started(len(setup.targets), cfg.epochs)
         t_tasks = time.perf_counter()
-        for result in executor(setup, devices, reporter):
+        for result in executor(Work(setup.names, plan, source, setup), devices, reporter):
             target = by_name[result.name]
             ok = asm.accepted(result.accuracy, teacher.accuracy, cfg)
             results[result.name] = result
@@ -237,7 +154,7 @@ def distill(
         missing = [t.name for t in setup.targets if t.name not in results]
         if missing:
             raise GreenkdError(f"tasks finished without a result: {', '.join(missing)}")
-        summary["timings_recorded"] = costs.record(setup, devices, results.values())
+        summary["timings_recorded"] = planning.record(setup, devices, results.values())
 
         reporter.phase("assemble", "splicing accepted blocks into the teacher")
         t_asm = time.perf_counter()
@@ -291,7 +208,7 @@ def distill(
     finally:
         seconds.setdefault("total", time.perf_counter() - clock)
         summary["seconds"] = seconds
-        summary["lost_workers"] = list(getattr(executor, "lost_workers", []))
+        summary["lost_workers"] = list(executor.lost_workers)
         summary["end_ts"] = time.time()
         confinement.close()
         run.write_summary(summary)

@@ -7,8 +7,8 @@ local MSE loss; no labels are used. Every `eval_every` epochs the block is
 spliced into the teacher and top-1 is measured on the validation split; the
 best weights are kept. Every epoch is trained and timed, whatever epoch wins.
 
-With `fused=True` several tasks share one teacher pass per batch: the
-sub-model yields every target's pair at once and one compiled step updates all
+A fused pass (`train_pass` with several targets) shares one teacher pass per
+batch among several tasks: the sub-model yields every target's pair at once and one compiled step updates all
 blocks. The sum of the blocks' losses has, for each block, exactly its own
 gradient (the blocks share no weights), and RMSprop's state is per weight, so
 a fused block sees the same updates as when trained alone.
@@ -16,11 +16,8 @@ a fused block sees the same updates as when trained alone.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,37 +25,8 @@ from greenkd import data as data_mod
 from greenkd.config import RunConfig
 from greenkd.distill.assemble import branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
+from greenkd.executors.base import TaskResult
 from greenkd.tfsetup import keras
-
-
-@dataclass
-class TaskResult:
-    """What a worker sends back for one layer task: weights as numpy arrays plus metrics."""
-
-    name: str
-    index: int
-    weights: list[np.ndarray]
-    accuracy: float  # best spliced top-1 on the validation split, 0..1
-    best_epoch: int
-    epochs: int
-    mse_start: float  # local MSE of the untrained block
-    mse_history: list[float]  # mean training MSE per epoch
-    accuracy_history: dict[int, float]  # epoch -> spliced top-1
-    seconds_setup: float
-    seconds_train: float
-    seconds_eval: float
-    start: float  # Unix seconds, the one clock shared with the profiler
-    end: float
-    device: str = "cpu0"
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    fused_group: str = ""  # non-empty when trained in one fused pass with others
-    interrupted: bool = False  # cut short by Ctrl-C: `epochs` says how many it trained
-
-    @property
-    def mse_best(self) -> float:
-        return min(self.mse_history) if self.mse_history else float("nan")
-
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
 
@@ -147,56 +115,6 @@ class _EvalCallback(keras.callbacks.Callback):
                 self.progress(name, done, self.mse[i][-1])
 
 
-def train_group(
-    teacher: keras.Model,
-    targets: Sequence[Target],
-    cfg: RunConfig,
-    source: data_mod.Source,
-    *,
-    device: str = "cpu0",
-    progress: ProgressFn | None = None,
-    preprocess_mode: str = "none",
-    val=None,
-) -> list[TaskResult]:
-    """Train the blocks of `targets` together on one teacher pass per batch (fused mode)."""
-    return _train(
-        teacher,
-        targets,
-        cfg,
-        source,
-        device=device,
-        progress=progress,
-        preprocess_mode=preprocess_mode,
-        val=val,
-        group=",".join(t.name for t in targets) if len(targets) > 1 else "",
-    )
-
-
-def train_task(
-    teacher: keras.Model,
-    target: Target,
-    cfg: RunConfig,
-    source: data_mod.Source,
-    *,
-    device: str = "cpu0",
-    progress: ProgressFn | None = None,
-    preprocess_mode: str = "none",
-    val=None,
-) -> TaskResult:
-    """Train one block on its own (the paper's independent task)."""
-    return _train(
-        teacher,
-        [target],
-        cfg,
-        source,
-        device=device,
-        progress=progress,
-        preprocess_mode=preprocess_mode,
-        val=val,
-        group="",
-    )[0]
-
-
 def train_tasks(
     teacher: keras.Model,
     targets: Sequence[Target],
@@ -207,18 +125,20 @@ def train_tasks(
     progress: ProgressFn | None = None,
     preprocess_mode: str = "none",
 ) -> Iterator[TaskResult]:
-    """A worker's list of tasks: fused in one pass when `cfg.fuse`, else one after another."""
-    kw = dict(
-        device=device,
-        progress=progress,
-        preprocess_mode=preprocess_mode,
-        val=data_mod.validation_batches(source, cfg, preprocess_mode),
-    )
-    if cfg.fuse and len(targets) > 1:
-        yield from train_group(teacher, targets, cfg, source, **kw)
-    else:
-        for target in targets:
-            yield train_task(teacher, target, cfg, source, **kw)
+    """A worker's list of tasks: one fused pass when `cfg.fuse` and several, else one by one."""
+    val = data_mod.validation_batches(source, cfg, preprocess_mode)
+    passes = [list(targets)] if cfg.fuse and len(targets) > 1 else [[t] for t in targets]
+    for group in passes:
+        yield from train_pass(
+            teacher,
+            group,
+            cfg,
+            source,
+            device=device,
+            progress=progress,
+            preprocess_mode=preprocess_mode,
+            val=val,
+        )
 
 
 def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) -> list[float]:
@@ -257,7 +177,20 @@ def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) ->
     return [e / batches for e in errors]
 
 
-def _train(teacher, targets, cfg, source, *, device, progress, preprocess_mode, val, group):
+def train_pass(
+    teacher: keras.Model,
+    targets: Sequence[Target],
+    cfg: RunConfig,
+    source: data_mod.Source,
+    *,
+    device: str = "cpu0",
+    progress: ProgressFn | None = None,
+    preprocess_mode: str = "none",
+    val=None,
+) -> list[TaskResult]:
+    """Train the blocks of `targets` together, one teacher pass per batch: the paper's
+    independent task when there is one target, a fused pass when there are several."""
+    group = ",".join(t.name for t in targets) if len(targets) > 1 else ""
     start = time.time()
     t0 = time.perf_counter()
     teacher = flatten(teacher)

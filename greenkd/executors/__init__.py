@@ -6,28 +6,28 @@
   gathers the weights.
 - `dask`: a Dask cluster (`dask.py`); a local one by default.
 
-An executor is called as `executor(setup, devices, reporter)` and yields
-`TaskResult`s as tasks finish; `distill()` writes them and assembles. Nothing
-here imports TensorFlow at module import: worker processes bind their device first.
+- `inline`: every task in this process (one device that is this process's GPU
+  or all of its cores).
+
+An executor is called as `executor(work, devices, progress)` (base.py: the
+plan, a picklable task source workers load, the tasks loaded here) and yields
+`TaskResult`s as tasks finish; the run writes them and assembles. Executors
+know nothing of distillation, and nothing here imports TensorFlow at module
+import: worker processes bind their device first.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from greenkd.config import RunConfig
 from greenkd.devices import Device, covers_process, run_devices
 from greenkd.errors import GreenkdError
-
-if TYPE_CHECKING:
-    from greenkd.distill.run import Executor
+from greenkd.executors.base import Executor, TaskSource
+from greenkd.schedule.sources import check_timings_file
 
 
 def preflight(cfg: RunConfig) -> list[Device]:
     """The run's devices; GreenkdError for settings that cannot run, before anything loads."""
-    from greenkd.distill.costs import check_timings_file
-
-    check_timings_file(cfg)
+    check_timings_file(cfg.timings)
     devices = run_devices(cfg)
     if cfg.backend == "mpi":
         from greenkd.executors.mpi import check
@@ -36,18 +36,22 @@ def preflight(cfg: RunConfig) -> list[Device]:
     return devices
 
 
-def select(cfg: RunConfig, devices: list[Device]) -> Executor:
-    """The executor for `cfg.backend` on `devices` (the MPI backend is entered from its ranks)."""
+def select(cfg: RunConfig, devices: list[Device], source: TaskSource) -> Executor:
+    """The executor for `cfg.backend` on `devices` (the MPI backend is entered from its ranks).
+
+    Local workers start now, loading TensorFlow (and `source`'s data and teacher when
+    cached) while the caller sets up.
+    """
     if cfg.backend == "local":
         if len(devices) == 1 and (devices[0].kind == "gpu" or covers_process(devices[0])):
             # one GPU, or one CPU device that is the whole machine: a worker process would
             # only add its start-up (and on a GPU compete with this process for memory)
-            from greenkd.distill.run import inline_executor
+            from greenkd.executors.inline import InlineExecutor
 
-            return inline_executor
+            return InlineExecutor()
         from greenkd.executors.local import LocalExecutor
 
-        return LocalExecutor(cfg, devices)
+        return LocalExecutor(source, devices)
     if cfg.backend == "dask":
         from greenkd.executors.dask import DaskExecutor
 

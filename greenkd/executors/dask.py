@@ -31,17 +31,21 @@ import queue
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distributed import WorkerPlugin
 
 from greenkd.config import RunConfig
-from greenkd.devices import Device, bind, configure_tensorflow
+from greenkd.devices import Device, bind
 from greenkd.errors import GreenkdError
-
-if TYPE_CHECKING:
-    from greenkd.distill.run import Reporter, Setup
-    from greenkd.distill.train import TaskResult
+from greenkd.executors.base import (
+    Progress,
+    TaskResult,
+    TaskSource,
+    Work,
+    check_plan,
+    jobs,
+)
 
 PROGRESS_TOPIC = "greenkd-progress"
 RESOURCE = "device"
@@ -49,7 +53,7 @@ WORKERS_TIMEOUT_S = 120.0
 
 # --------------------------------------------------------------------------- worker side
 
-_STATE: dict[str, Any] = {}  # per worker process: its device, the loaded Setup and its config
+_STATE: dict[str, Any] = {}  # per worker process: its device, the loaded tasks and their source
 
 
 class BindDevice(WorkerPlugin):
@@ -66,31 +70,31 @@ class BindDevice(WorkerPlugin):
         _STATE["device"] = device
 
 
-def run_job(cfg: RunConfig, names: list[str]) -> list[TaskResult]:
-    """Train `names` (fused when cfg.fuse and several) in this worker; the Dask task body."""
+def run_job(source: TaskSource, names: list[str]) -> list[TaskResult]:
+    """Train `names` (one fused pass when several) in this worker; the Dask task body."""
     from distributed import get_worker
 
     worker = get_worker()
     device: Device | None = _STATE.get("device")
-    if _STATE.get("cfg") != cfg:
-        if device is not None and "setup" not in _STATE:
+    if _STATE.get("source") != source:
+        if device is not None and "trainer" not in _STATE:
+            from greenkd.tfsetup import configure_tensorflow  # after binding
+
             configure_tensorflow(device)
-        from greenkd.distill.run import prepare
-
-        _STATE["setup"] = prepare(cfg, train_teacher=False)
-        _STATE["cfg"] = cfg
-    from greenkd.distill.run import run_inline
-
+        _STATE["trainer"] = source.load()
+        _STATE["source"] = source
     label = device.label if device is not None else f"dask-{worker.name}"
 
-    class Progress:
+    class EventProgress:
+        def phase(self, name: str, detail: str = "") -> None: ...
+
         def epoch(self, task: str, epoch: int, mse: float) -> None:
             worker.log_event(
                 PROGRESS_TOPIC,
                 {"task": task, "epoch": epoch, "mse": float(mse), "pid": os.getpid()},
             )
 
-    return list(run_inline(_STATE["setup"], names, label, Progress()))
+    return list(_STATE["trainer"].train(names, label, EventProgress()))
 
 
 # --------------------------------------------------------------------------- client side
@@ -109,17 +113,13 @@ class DaskExecutor:
         self._names: dict[str, list[str]] = {}  # Dask key -> the layer tasks it trains
 
     def __call__(
-        self, setup: Setup, devices: list[Device], reporter: Reporter
+        self, work: Work, devices: list[Device], progress: Progress
     ) -> Iterator[TaskResult]:
         import dask
         from distributed import Client, LocalCluster
 
-        plan = setup.plan
-        if plan is None or plan.n_devices != len(devices):
-            raise GreenkdError(
-                "the dask backend needs a plan for its devices (distill() makes one)"
-            )
-        static = plan.policy != "ws"
+        check_plan(work.plan, devices, "dask")
+        static = work.plan.policy != "ws"
         n = len(devices)
         with contextlib.ExitStack() as stack:
             if self.cfg.scheduler_address:
@@ -144,7 +144,7 @@ class DaskExecutor:
                     )
                 client = stack.enter_context(Client(cluster))
                 client.register_plugin(BindDevice(devices))
-            yield from self._run(client, setup, devices, reporter, static)
+            yield from self._run(client, work, devices, progress, static)
 
     def _workers(self, client, n: int) -> list[dict[str, Any]]:
         """The first n workers by name, waiting for them to join."""
@@ -164,11 +164,11 @@ class DaskExecutor:
         return workers[:n]
 
     def _run(
-        self, client, setup: Setup, devices: list[Device], reporter: Reporter, static: bool
+        self, client, work: Work, devices: list[Device], progress: Progress, static: bool
     ) -> Iterator[TaskResult]:
         from distributed import wait
 
-        plan = setup.plan
+        plan = work.plan
         workers = self._workers(client, len(devices))
         pids = client.run(os.getpid)
         label_of = {
@@ -187,24 +187,19 @@ class DaskExecutor:
         futures = []
         try:
             if static:
-                for d, names in enumerate(plan.assignment):
-                    jobs = (
-                        [list(names)]
-                        if self.cfg.fuse and plan.fused and names
-                        else [[name] for name in names]
-                    )
-                    for k, job in enumerate(jobs):
+                for d, device_jobs in enumerate(jobs(plan)):
+                    for k, job in enumerate(device_jobs):
                         key = f"{job[0]}-{token}" if len(job) == 1 else f"fused{d}-{token}"
                         self._names[key] = list(job)
                         futures.append(
                             client.submit(
                                 run_job,
-                                self.cfg,
+                                work.source,
                                 job,
                                 key=key,
                                 workers=[workers[d]["address"]],
                                 allow_other_workers=True,
-                                priority=len(jobs) - k,
+                                priority=len(device_jobs) - k,
                                 resources=resources,
                                 pure=False,
                             )
@@ -216,7 +211,7 @@ class DaskExecutor:
                     futures.append(
                         client.submit(
                             run_job,
-                            self.cfg,
+                            work.source,
                             [name],
                             key=f"{name}-{token}",
                             priority=len(order) - k,
@@ -230,7 +225,7 @@ class DaskExecutor:
                     done, remaining = wait(remaining, timeout=0.5, return_when="FIRST_COMPLETED")
                 except TimeoutError:  # nothing finished: draw progress and wait again
                     done = set()
-                self._drain(events, reporter, label_of, pids)
+                self._drain(events, progress, label_of, pids)
                 for future in done:
                     try:
                         results = future.result()
@@ -243,7 +238,7 @@ class DaskExecutor:
                         ) from None
                     yield from results
         finally:
-            self._drain(events, reporter, label_of, pids)
+            self._drain(events, progress, label_of, pids)
             for topic in (PROGRESS_TOPIC, "all"):
                 with contextlib.suppress(Exception):  # the client may already be closing
                     client.unsubscribe_topic(topic)
@@ -253,15 +248,15 @@ class DaskExecutor:
         """The layer tasks of a Dask key (a fused key trains several)."""
         return self._names.get(str(key), [_layer(str(key))])
 
-    def _drain(self, events: queue.Queue, reporter: Reporter, label_of, pids) -> None:
-        """Progress to the reporter; unexpected worker removals to lost_workers."""
+    def _drain(self, events: queue.Queue, progress: Progress, label_of, pids) -> None:
+        """Progress to the progress; unexpected worker removals to lost_workers."""
         while True:
             try:
                 ts, msg = events.get_nowait()
             except queue.Empty:
                 return
             if "task" in msg and "epoch" in msg:
-                reporter.epoch(msg["task"], msg["epoch"], msg["mse"])
+                progress.epoch(msg["task"], msg["epoch"], msg["mse"])
             elif msg.get("action") == "remove-worker" and not msg.get("expected", True):
                 address = msg.get("worker", "")
                 tasks = sorted(n for k in msg.get("processing-tasks", []) for n in self._tasks(k))
@@ -277,7 +272,7 @@ class DaskExecutor:
                         "requeued": tasks,
                     }
                 )
-                reporter.phase(
+                progress.phase(
                     "worker-lost",
                     f"{label} (pid {pids.get(address)}) {reason}; Dask re-runs "
                     f"{', '.join(tasks) or 'nothing'} on the other workers",

@@ -28,15 +28,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from greenkd.config import RunConfig
 from greenkd.devices import Device
 from greenkd.errors import GreenkdError
-
-if TYPE_CHECKING:
-    from greenkd.distill.run import Reporter, Setup
-    from greenkd.distill.train import TaskResult
+from greenkd.executors.base import Progress, TaskResult, TaskSource, Work, check_plan, jobs
 
 STOP_TIMEOUT_S = 10.0
 
@@ -59,7 +55,7 @@ class _Worker:
         self.conn.send(("start",))
 
     @classmethod
-    def spawn(cls, device: Device, cfg: RunConfig) -> _Worker:
+    def spawn(cls, device: Device, source: TaskSource) -> _Worker:
         ours, theirs = socket.socketpair()
         env = {**os.environ, **device.env()}
         process = subprocess.Popen(
@@ -70,7 +66,8 @@ class _Worker:
         theirs.close()
         worker = cls(device, process, Connection(ours.detach()), os.pidfd_open(process.pid))
         # it binds, loads TensorFlow (and a cached teacher and the data) while we go on
-        worker.conn.send(("bind", device, cfg))
+        worker.conn.send(("bind", device))
+        worker.conn.send(("load", source))
         return worker
 
 
@@ -88,12 +85,12 @@ def _signal_name(exitcode: int | None) -> str:
 class LocalExecutor:
     """Runs a plan on one spawned worker process per device; yields results as they arrive."""
 
-    def __init__(self, cfg: RunConfig, devices: list[Device] | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, source: TaskSource, devices: list[Device] | None = None) -> None:
+        self.source = source
         self.lost_workers: list[dict[str, Any]] = []
         # Given the devices, the workers start now: binding and importing TensorFlow
         # overlap this process's own set-up (data, teacher, targets, plan).
-        self._early = [_Worker.spawn(d, cfg) for d in devices] if devices else []
+        self._early = [_Worker.spawn(d, source) for d in devices] if devices else []
 
     def __del__(self) -> None:
         for worker in getattr(self, "_early", []):  # started but never used (the run failed first)
@@ -101,13 +98,9 @@ class LocalExecutor:
                 worker.process.kill()
 
     def __call__(
-        self, setup: Setup, devices: list[Device], reporter: Reporter
+        self, work: Work, devices: list[Device], progress: Progress
     ) -> Iterator[TaskResult]:
-        plan = setup.plan
-        if plan is None or plan.n_devices != len(devices):
-            raise GreenkdError(
-                "the local backend needs a plan for its devices (distill() makes one)"
-            )
+        check_plan(work.plan, devices, "local")
         workers: list[_Worker] = []
         early, self._early = self._early, []
         if [w.device for w in early] != list(devices):
@@ -115,31 +108,29 @@ class LocalExecutor:
             early = []
         finished = False
         try:
-            workers.extend(early or [_Worker.spawn(device, self.cfg) for device in devices])
+            workers.extend(early or [_Worker.spawn(device, work.source) for device in devices])
             for worker in workers:
                 worker.start()
-            yield from self._dispatch(setup, workers, reporter)
+            yield from self._dispatch(work, workers, progress)
             finished = True
         finally:
             # after an error or an interrupt, busy workers would finish their task first
             _stop(workers, graceful=finished)
 
     def _dispatch(
-        self, setup: Setup, workers: list[_Worker], reporter: Reporter
+        self, work: Work, workers: list[_Worker], progress: Progress
     ) -> Iterator[TaskResult]:
-        plan = setup.plan
+        plan = work.plan
         dynamic = plan.policy == "ws"
-        fused = self.cfg.fuse and plan.fused
-        own: list[list[str]] = [[] if dynamic else list(names) for names in plan.assignment]
+        # per worker, its planned jobs (ws: none; every task waits in the shared queue)
+        own: list[list[list[str]]] = [[] if dynamic else list(js) for js in jobs(plan)]
         shared: list[str] = list(plan.queue_order) if dynamic else []
         orphans: list[str] = []
-        pending = {t.name for t in setup.targets}
+        pending = set(work.names)
 
         def next_job(w: int) -> list[str]:
             if own[w]:
-                job = own[w] if fused else own[w][:1]
-                own[w] = own[w][len(job) :]
-                return job
+                return own[w].pop(0)
             for queue in (shared, orphans):
                 if queue:
                     return [queue.pop(0)]
@@ -167,7 +158,7 @@ class LocalExecutor:
                 if worker.conn in ready:
                     try:
                         while worker.conn.poll():
-                            result = self._handle(worker, worker.conn.recv(), reporter, pending)
+                            result = self._handle(worker, worker.conn.recv(), progress, pending)
                             if result is not None:
                                 yield result
                             if worker.ready and not worker.busy:
@@ -176,19 +167,19 @@ class LocalExecutor:
                         pass  # the process died; its sentinel says so below
                 if worker.sentinel in ready or worker.process.poll() is not None:
                     worker.process.wait()
-                    self._lose(w, workers, own, orphans, reporter)
+                    self._lose(w, workers, own, orphans, progress)
                     for v, other in enumerate(workers):
                         if other.alive and other.ready and not other.busy:
                             give_work(v)
 
     def _handle(
-        self, worker: _Worker, message: tuple, reporter: Reporter, pending: set[str]
+        self, worker: _Worker, message: tuple, progress: Progress, pending: set[str]
     ) -> TaskResult | None:
         kind = message[0]
         if kind == "ready":
             worker.ready = True
         elif kind == "epoch":
-            reporter.epoch(message[1], message[2], message[3])
+            progress.epoch(message[1], message[2], message[3])
         elif kind == "result":
             result = message[1]
             if result.name in worker.busy:
@@ -207,14 +198,14 @@ class LocalExecutor:
         self,
         w: int,
         workers: list[_Worker],
-        own: list[list[str]],
+        own: list[list[list[str]]],
         orphans: list[str],
-        reporter: Reporter,
+        progress: Progress,
     ) -> None:
-        """A worker died: its unfinished and unstarted tasks go back in the queue."""
+        """A worker died: its unfinished and unstarted tasks go back in the queue, one by one."""
         worker = workers[w]
         worker.alive = False
-        rerun = list(worker.busy) + own[w]
+        rerun = list(worker.busy) + [name for job in own[w] for name in job]
         own[w] = []
         orphans.extend(rerun)
         reason = _signal_name(worker.process.returncode)
@@ -230,7 +221,7 @@ class LocalExecutor:
         )
         worker.busy = []
         if rerun:
-            reporter.phase(
+            progress.phase(
                 "worker-lost",
                 f"{worker.device.label} (pid {worker.pid}) {reason}; "
                 f"re-running {', '.join(rerun)} on the other workers",

@@ -33,17 +33,16 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from greenkd.config import RunConfig
-from greenkd.devices import Device, bind, configure_tensorflow, plan_devices
+from greenkd.devices import Device, bind, plan_devices
 from greenkd.errors import GreenkdError
+from greenkd.executors.base import Progress, SilentProgress, TaskResult, Work, check_plan
 
-if TYPE_CHECKING:
-    from greenkd.distill.run import Reporter, Setup
-    from greenkd.distill.train import TaskResult
+T = TypeVar("T")
 
 POLL_S = 0.05
 # set by mpiexec/PMI in every rank: hydra (MPICH), Open MPI, PMIx launchers
@@ -86,18 +85,15 @@ class MpiExecutor:
         self.lost_workers: list[dict[str, Any]] = []
 
     def __call__(
-        self, setup: Setup, devices: list[Device], reporter: Reporter
+        self, work: Work, devices: list[Device], progress: Progress
     ) -> Iterator[TaskResult]:
-        from greenkd.distill.run import run_inline
-
         comm = self.comm
-        plan = setup.plan
-        if plan is None or plan.n_devices != comm.size:
-            raise GreenkdError("the MPI backend needs a plan with one device per rank")
-        # synchronisation 1: the plan and the settings, to every rank
+        plan = work.plan
+        check_plan(plan, devices, "MPI")  # devices: one per rank
+        # synchronisation 1: the plan and what to load, to every rank
         _sleep_until(comm.Ibarrier())
-        comm.bcast({"cfg": setup.cfg, "plan": plan}, root=0)
-        yield from run_inline(setup, list(plan.assignment[0]), self.device.label, reporter)
+        comm.bcast({"source": work.source, "plan": plan}, root=0)
+        yield from work.here.train(list(plan.assignment[0]), self.device.label, progress)
         # synchronisation 2: every rank's results, to rank 0
         _sleep_until(comm.Ibarrier())
         gathered = comm.gather([], root=0)
@@ -107,26 +103,25 @@ class MpiExecutor:
 
 def _follower(comm, device: Device) -> None:
     """Ranks 1..N-1: receive the plan, train the planned tasks, send the results to rank 0."""
-    from greenkd.distill.run import SilentReporter, prepare, run_inline
-
     _sleep_until(comm.Ibarrier())
     message = comm.bcast(None, root=0)
-    cfg, plan = message["cfg"], message["plan"]
-    names = list(plan.assignment[comm.rank])
+    names = list(message["plan"].assignment[comm.rank])
     results = []
     if names:
-        setup = prepare(cfg, train_teacher=False)
-        setup.plan = plan
-        results = list(run_inline(setup, names, device.label, SilentReporter()))
+        trainer = message["source"].load()
+        results = list(trainer.train(names, device.label, SilentProgress()))
     _sleep_until(comm.Ibarrier())
     comm.gather(results, root=0)
 
 
-def run_rank(cfg: RunConfig, reporter: Reporter | None = None) -> dict[str, Any] | None:
-    """The body of `greenkd distill --backend mpi` in one rank; rank 0 returns the summary.
+def run_rank(cfg: RunConfig, lead: Callable[[MpiExecutor, list[Device]], T]) -> T | None:
+    """The body of `greenkd distill --backend mpi` in one rank; rank 0 returns what `lead` does.
 
-    Any error ends the whole job (MPI_Abort) after its one-line message, so no
-    rank is left waiting for a broadcast or a gather that will not come.
+    Every rank binds itself to its device first; rank 0 then calls
+    `lead(executor, devices)` (the run: set-up, plan, tasks through the executor,
+    assembly), while the other ranks follow the plan it broadcasts. Any error ends
+    the whole job (MPI_Abort) after its one-line message, so no rank is left
+    waiting for a broadcast or a gather that will not come.
     """
     from mpi4py import MPI  # no TensorFlow yet: the rank binds its device first
 
@@ -154,13 +149,11 @@ def run_rank(cfg: RunConfig, reporter: Reporter | None = None) -> dict[str, Any]
             for r, d in enumerate(comm.allgather(device))
         ]
         bind(device)
+        from greenkd.tfsetup import configure_tensorflow  # after binding
+
         configure_tensorflow(device)
         if rank == 0:
-            from greenkd.distill.run import distill
-
-            return distill(
-                cfg, reporter=reporter, executor=MpiExecutor(comm, device), devices=devices
-            )
+            return lead(MpiExecutor(comm, device), devices)
         _follower(comm, device)
         return None
     except BaseException as exc:

@@ -1,0 +1,71 @@
+"""Calibration: a few timed training steps of every task, scaled to whole tasks (paper §3.3).
+
+The costs a run plans with when nothing was measured yet and `--calibrate` is given
+(greenkd.schedule.sources says which source wins). Timed in this process, on the
+data and teacher the tasks will use.
+"""
+
+from __future__ import annotations
+
+import time
+
+from greenkd import data as data_mod
+from greenkd.distill.setup import Setup
+from greenkd.distill.targets import make_block
+from greenkd.distill.train import pair_model
+from greenkd.schedule import TaskCost
+from greenkd.tfsetup import keras, tf
+
+
+def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
+    """Time a few training steps of every task here, and scale them to the whole task.
+
+    A task's time is its set-up (building and tracing its step, measured), its
+    training steps (epochs x batches x the measured step) and its evaluations
+    (each a spliced-teacher pass over the validation split, timed once on the teacher).
+    """
+    cfg = setup.cfg
+    teacher = setup.teacher.model
+    train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, labels=False)
+    images = next(iter(train))
+    total_steps = cfg.epochs * setup.source.steps("train", cfg.batch_size)
+    evals = len({e for e in range(1, cfg.epochs + 1) if e % cfg.eval_every == 0 or e == cfg.epochs})
+    val_batch = next(iter(data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)))[0]
+    forward = tf.function(lambda x: teacher(x, training=False))
+    forward(val_batch)
+    started = time.perf_counter()
+    forward(val_batch)
+    per_image_s = (time.perf_counter() - started) / int(val_batch.shape[0])
+    eval_s = per_image_s * setup.source.sizes["val"]
+
+    out = []
+    for target in setup.targets:
+        t0 = time.perf_counter()
+        pairs = pair_model(teacher, [target.name])
+        block = make_block(target, cfg.block, layer=teacher.get_layer(target.name), seed=0)
+        optimizer = keras.optimizers.RMSprop(cfg.lr)
+
+        @tf.function
+        def step(x, pairs=pairs, block=block, optimizer=optimizer):
+            source, wanted = pairs(x, training=False)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(block(source, training=True) - wanted))
+            grads = tape.gradient(loss, block.trainable_variables)
+            optimizer.apply_gradients(zip(grads, block.trainable_variables, strict=True))
+            return loss
+
+        prefix = tf.function(lambda x, pairs=pairs: pairs(x, training=False))
+        step(images)
+        prefix(images)
+        setup_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for _ in range(steps):
+            step(images)
+        step_s = (time.perf_counter() - t1) / steps
+        t2 = time.perf_counter()
+        for _ in range(steps):
+            prefix(images)
+        prefix_s = min(step_s, (time.perf_counter() - t2) / steps)
+        seconds = setup_s + total_steps * step_s + evals * eval_s
+        out.append(TaskCost(target.name, seconds, total_steps * prefix_s))
+    return out

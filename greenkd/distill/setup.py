@@ -1,0 +1,121 @@
+"""What every process of a run needs to train layer tasks: the data, the teacher, the targets.
+
+`prepare(cfg)` loads them (training and caching a zoo teacher if needed) and
+returns a `Setup`, which trains named tasks in this process (`Setup.train`).
+`LayerTasks(cfg)` is the same as a worker process receives it: picklable, and
+importing no framework until `load()`, so a worker can bind itself to its
+device first. This module imports TensorFlow only inside functions for that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from greenkd.config import RunConfig
+from greenkd.errors import GreenkdError
+from greenkd.executors.base import Progress, TaskResult
+
+if TYPE_CHECKING:
+    from greenkd import data as data_mod
+    from greenkd import models
+    from greenkd.distill.targets import Target
+
+
+@dataclass
+class Setup:
+    """A run's data, teacher and targets, loaded in this process."""
+
+    cfg: RunConfig
+    source: data_mod.Source
+    teacher: models.Teacher
+    targets: list[Target]
+    preprocess_mode: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every layer task, in model order."""
+        return tuple(t.name for t in self.targets)
+
+    def targets_named(self, names: Iterable[str]) -> list[Target]:
+        by_name = {t.name: t for t in self.targets}
+        return [by_name[n] for n in names]
+
+    def train(self, names: Sequence[str], device: str, progress: Progress) -> Iterator[TaskResult]:
+        """Train the named tasks here, one after another (or in one fused pass)."""
+        from greenkd.distill.train import train_tasks
+
+        yield from train_tasks(
+            self.teacher.model,
+            self.targets_named(names),
+            self.cfg,
+            self.source,
+            device=device,
+            progress=progress.epoch,
+            preprocess_mode=self.preprocess_mode,
+        )
+
+
+@dataclass(frozen=True)
+class LayerTasks:
+    """A run's layer tasks as a worker process loads them (an executor's TaskSource)."""
+
+    cfg: RunConfig
+
+    def cached(self) -> bool:
+        """Whether the teacher is on disk, so a worker may load while the parent prepares."""
+        from greenkd import models
+
+        if self.cfg.model not in models.ZOO:
+            return True  # a user's model file
+        path = models.teacher_path(self.cfg)
+        # the parent writes the model, then its .json: both there means the model is whole
+        return path.is_file() and path.with_suffix(".json").is_file()
+
+    def load(self) -> Setup:
+        """Data, the cached teacher and the targets (a worker never trains the teacher)."""
+        return prepare(self.cfg, train_teacher=False)
+
+
+def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
+    """Load the data and the teacher (training and caching it if needed), find the targets."""
+    from greenkd import data as data_mod
+    from greenkd import models
+    from greenkd.distill.targets import find, require_targets
+    from greenkd.distill.train import evaluate_accuracy
+
+    source = data_mod.load(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        n_train=cfg.n_train,
+        n_val=cfg.n_val,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+    )
+    if not train_teacher and cfg.model in models.ZOO and not models.teacher_path(cfg).is_file():
+        raise GreenkdError(f"no cached teacher at {models.teacher_path(cfg)}")
+    teacher = models.get_teacher(cfg, source)
+    mode = models.preprocess_mode(cfg)
+    _check_compatible(teacher.model, source, cfg)
+    targets = require_targets(find(teacher.model), cfg.model)
+    if teacher.accuracy != teacher.accuracy:  # NaN: a user's model with no recorded accuracy
+        val = data_mod.validation_batches(source, cfg, mode)
+        accuracy = evaluate_accuracy(teacher.model, val)
+        teacher = models.Teacher(teacher.model, accuracy, teacher.path, False, teacher.seconds)
+    return Setup(cfg, source, teacher, targets, mode)
+
+
+def _check_compatible(model: Any, source: data_mod.Source, cfg: RunConfig) -> None:
+    shape = tuple(model.inputs[0].shape[1:])
+    want = (cfg.image_size, cfg.image_size, 3)
+    if shape != want and None not in shape:
+        raise GreenkdError(
+            f"the model takes inputs of shape {shape} but the data are {want}: "
+            "set --image-size to match"
+        )
+    classes = model.outputs[0].shape[-1]
+    if classes is not None and classes != source.num_classes:
+        raise GreenkdError(
+            f"the model predicts {classes} classes but {cfg.dataset} has {source.num_classes}"
+        )
