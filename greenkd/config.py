@@ -18,6 +18,8 @@ from typing import Any
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 
+MODEL_ZOO = ("vgg16", "resnet50")  # teachers greenkd builds itself; anything else is a .keras file
+DATASETS = ("synthetic", "digits", "cifar10", "cifar100")  # plus tfds:NAME and image folders
 SCHEDULERS = ("rr", "binpack", "ws", "opt")
 BACKENDS = ("local", "mpi", "dask")
 BLOCKS = ("a", "b", "c", "d")
@@ -195,6 +197,37 @@ class RunConfig:
         except json.JSONDecodeError as exc:
             raise GreenkdError(f"{path} is not valid JSON: {exc}") from None
         return cls.from_dict(payload.get("config", payload))
+
+
+def is_model_file(name: str) -> bool:
+    """True for anything that looks like a path rather than a zoo name."""
+    return name not in MODEL_ZOO and ("/" in name or Path(name).suffix != "")
+
+
+def unknown_model(name: str) -> GreenkdError:
+    return GreenkdError(
+        f"unknown model {name!r}: use {', '.join(MODEL_ZOO)} or a path to a .keras file"
+    )
+
+
+def unknown_dataset(name: str) -> GreenkdError:
+    return GreenkdError(
+        f"unknown dataset {name!r}: use {', '.join(DATASETS)}, tfds:NAME, "
+        "or a directory with one sub-folder of images per class"
+    )
+
+
+def check_model_and_dataset(cfg: RunConfig) -> None:
+    """Unknown model or dataset names and missing model files, said before any framework loads."""
+    if cfg.model not in MODEL_ZOO:
+        if not is_model_file(cfg.model):
+            raise unknown_model(cfg.model)
+        if not Path(cfg.model).expanduser().is_file():
+            raise GreenkdError(f"model file {Path(cfg.model).expanduser()} does not exist")
+    name = cfg.dataset
+    folder = Path(name).expanduser().is_dir()
+    if name not in DATASETS and not name.startswith("tfds:") and not folder:
+        raise unknown_dataset(name)
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")

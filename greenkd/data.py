@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenkd.config import DataThreads
+from greenkd.config import DataThreads, unknown_dataset
 from greenkd.errors import GreenkdError
 from greenkd.tfsetup import tf
 
@@ -400,9 +400,18 @@ def load(
     path = Path(name).expanduser()
     if path.is_dir():
         return _image_folder(path, image_size, seed)
-    raise GreenkdError(
-        f"unknown dataset {name!r}: use synthetic, digits, cifar10, cifar100, tfds:NAME, "
-        "or a directory with one sub-folder of images per class"
+    raise unknown_dataset(name)
+
+
+def load_for(cfg) -> Source:
+    """The dataset of a run, as its RunConfig names and sizes it."""
+    return load(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        n_train=cfg.n_train,
+        n_val=cfg.n_val,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
     )
 
 

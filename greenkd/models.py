@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenkd import data as data_mod
-from greenkd.config import RunConfig
+from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 from greenkd.paths import cache_dir
 from greenkd.tfsetup import keras
 
-ZOO = ("vgg16", "resnet50")
+ZOO = MODEL_ZOO
 # keras.applications' own preprocessing for these architectures
 ZOO_PREPROCESS = {"vgg16": "caffe", "resnet50": "caffe"}
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -68,20 +68,13 @@ def build(
         return vgg16(width=width, image_size=image_size, num_classes=num_classes, seed=seed)
     if name == "resnet50":
         return resnet50(image_size=image_size, num_classes=num_classes, seed=seed)
-    raise GreenkdError(f"unknown model {name!r}: use {', '.join(ZOO)} or a path to a .keras file")
-
-
-def is_model_file(name: str) -> bool:
-    """True for anything that looks like a path rather than a zoo name."""
-    return name not in ZOO and ("/" in name or Path(name).suffix != "")
+    raise unknown_model(name)
 
 
 def load_file(path: str | Path) -> keras.Model:
     """A user's saved Keras model; missing or unreadable files are user errors."""
     if not is_model_file(str(path)):
-        raise GreenkdError(
-            f"unknown model {str(path)!r}: use {', '.join(ZOO)} or a path to a .keras file"
-        )
+        raise unknown_model(str(path))
     path = Path(path).expanduser()
     if not path.is_file():
         raise GreenkdError(f"model file {path} does not exist")
@@ -157,14 +150,7 @@ def get_teacher(
     if path.is_file() and meta_path.is_file() and not retrain:
         meta = json.loads(meta_path.read_text())
         return Teacher(load_file(path), float(meta["accuracy"]), path, False, 0.0)
-    source = source or data_mod.load(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        n_train=cfg.n_train,
-        n_val=cfg.n_val,
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-    )
+    source = source or data_mod.load_for(cfg)
     started = time.perf_counter()
     model, accuracy = train_teacher(cfg, source, verbose=verbose)
     seconds = time.perf_counter() - started

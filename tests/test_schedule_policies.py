@@ -125,7 +125,8 @@ def test_plan_to_dict_is_json_and_maps_tasks_to_devices():
     d = json.loads(json.dumps(p.to_dict()))
     assert d["assignment"] == [["t0"], ["t1", "t2"]] and d["cost_source"] == "store"
     assert d["predicted_makespan_s"] == 5 and d["optimal"] is True
-    assert p.device_of() == {"t0": 0, "t1": 1, "t2": 1}
+    device_of = {name: k for k, names in enumerate(p.assignment) for name in names}
+    assert device_of == {"t0": 0, "t1": 1, "t2": 1}
     assert isinstance(p, Plan)
 
 

@@ -85,14 +85,7 @@ def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
     from greenkd.distill.targets import find, require_targets
     from greenkd.distill.train import evaluate_accuracy
 
-    source = data_mod.load(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        n_train=cfg.n_train,
-        n_val=cfg.n_val,
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-    )
+    source = data_mod.load_for(cfg)
     if not train_teacher and cfg.model in models.ZOO and not models.teacher_path(cfg).is_file():
         raise GreenkdError(f"no cached teacher at {models.teacher_path(cfg)}")
     teacher = models.get_teacher(cfg, source)

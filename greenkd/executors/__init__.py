@@ -18,7 +18,7 @@ import: worker processes bind their device first.
 
 from __future__ import annotations
 
-from greenkd.config import RunConfig
+from greenkd.config import RunConfig, check_model_and_dataset
 from greenkd.devices import Device, covers_process, run_devices
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Executor, TaskSource
@@ -27,6 +27,7 @@ from greenkd.schedule.sources import check_timings_file
 
 def preflight(cfg: RunConfig) -> list[Device]:
     """The run's devices; GreenkdError for settings that cannot run, before anything loads."""
+    check_model_and_dataset(cfg)
     check_timings_file(cfg.timings)
     devices = run_devices(cfg)
     if cfg.backend == "mpi":

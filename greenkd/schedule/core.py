@@ -43,10 +43,6 @@ class Plan:
     fused: bool
     optimal: bool | None  # opt only: True when proven optimal
 
-    def device_of(self) -> dict[str, int]:
-        """Task name -> device index."""
-        return {name: d for d, names in enumerate(self.assignment) for name in names}
-
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict (tuples become lists)."""
         return {

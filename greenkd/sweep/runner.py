@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from greenkd.config import check_model_and_dataset
 from greenkd.fileio import read_json
 from greenkd.rundir import RunDir
 from greenkd.sweep.machine import check_devices, cores_per_device, this_machine
@@ -111,6 +112,8 @@ def run_sweep(
     with _terminate_as_interrupt():
         try:
             if todo:
+                # names and files are checked here at once; the rest waits for the teacher step
+                check_model_and_dataset(plan[0].config)
                 state.teacher = prepare_teacher(plan[0].config, sweep_dir, console, python)
                 state.save()
             runner = _Runner(state, console, python)
