@@ -11,6 +11,7 @@ import typer
 
 from greenkd.errors import GreenkdError
 from profilers.command import CommandError, CommandInterrupted, run_command
+from profilers.gpus import default_used_gpus
 from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.msr import fix_permission
 from profilers.sensors.topology import parse_cpu_list
@@ -64,6 +65,13 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
             lines.append(
                 f"  total   {_fmt(total['energy_j'], 'J')} ({', '.join(total['domains'])})"
             )
+        gpus = summary.get("gpus") or {}
+        if gpus.get("selected") is not None and gpus.get("node_energy_j") is not None:
+            used = ", ".join(f"gpu{i}" for i in gpus["selected"]) or "none"
+            lines.append(
+                f"  gpus    used {used}: {_fmt(gpus['used_energy_j'], 'J')} of the "
+                f"{_fmt(gpus['node_energy_j'], 'J')} all the node's GPUs drew"
+            )
     else:
         lines.append(
             "  energy  unavailable: no energy sensor could be read on this machine (see below)"
@@ -77,6 +85,8 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
             lines.append(f"  util    {u['sensor']:<8} {u['device']:<10} {u['avg_pct']:.1f} %")
     for m in summary["missing"]:
         lines.append(f"  missing {m['sensor']}: {m['reason']}; fix: {m['fix']}")
+    for w in summary.get("warnings", []):
+        lines.append(f"  warning {w}")
     return "\n".join(lines)
 
 
@@ -96,7 +106,8 @@ def profile(
     gpus: str | None = typer.Option(
         None,
         "--gpus",
-        help="NVML indices the command uses, e.g. 0,1 or 0-3; every GPU is still measured.",
+        help="NVML indices the command uses, e.g. 0,1 or 0-3 (default: the GPUs "
+        "CUDA_VISIBLE_DEVICES names, every GPU if unset); every GPU is still measured.",
     ),
     carbon_intensity: float | None = typer.Option(
         None,
@@ -112,13 +123,19 @@ def profile(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table at the end."),
 ) -> None:
     """Run a command under the profiler: samples.csv, marks.csv and summary.json in --out; exits with its code."""
+    if gpus is not None:
+        used_gpus, warnings = parse_gpu_indices(gpus), []
+    else:
+        default = default_used_gpus()
+        used_gpus, warnings = default.indices, default.warnings
     try:
         code = run_command(
             command or [],
             out=out,
             hz=hz,
             idle_seconds=idle_seconds,
-            gpus=parse_gpu_indices(gpus),
+            gpus=used_gpus,
+            warnings=warnings,
             samples_name=samples_name,
             summary_name=summary_name,
             carbon_intensity_g_per_kwh=carbon_intensity,

@@ -2,7 +2,11 @@
 
 - Counters: cumulative joules since the profiler's start, accumulating each
   delta modulo the counter's range (a 32-bit MSR wraps every few minutes under
-  load; one sample per wrap period sees every wrap).
+  load; one sample per wrap period sees every wrap). A counter that cannot wrap
+  in practice (`Counter.can_wrap` False: NVML's 64-bit mJ) and goes down was
+  reset (driver reload, GPU reset): its reading is the new baseline, the
+  interval across the reset is integrated from the domain's power readings
+  (nothing is added where there are none), and `resets` records when.
 - Power-only domains (NVML without an energy counter): energy is the
   trapezoidal integral of the power readings.
 - Either way every energy domain writes cumulative `energy` rows, so the energy
@@ -62,6 +66,11 @@ def counter_delta_ticks(previous: int, current: int, modulus: int) -> int:
     return (current - previous) % modulus
 
 
+def counter_was_reset(previous: int, current: int, can_wrap: bool) -> bool:
+    """Whether a counter that cannot wrap went down: a reset, whose reading starts a new baseline."""
+    return not can_wrap and current < previous
+
+
 def trapezoid_energy_j(ts0: float, power0_w: float, ts1: float, power1_w: float) -> float:
     """Energy between two power readings, trapezoidal rule."""
     return 0.5 * (power0_w + power1_w) * (ts1 - ts0)
@@ -118,6 +127,10 @@ class EnergyAccountant:
         self.sensor = sensor
         self.min_power_interval_s = min_power_interval_s
         self.tracks: dict[str, _Track] = {}
+        # When each counter was found reset (ts of the first reading after the reset).
+        self.resets: dict[str, list[float]] = {}
+        # The last power reading of each device, (ts, W): bridges a counter reset.
+        self._last_power: dict[str, tuple[float, float]] = {}
 
     def sources(self) -> dict[str, str]:
         """Energy source of each device: `counter` or `integrated_power`."""
@@ -145,15 +158,21 @@ class EnergyAccountant:
         """Rows for one read of this sensor at time `ts`."""
         out: list[Row] = []
         sums: list[CounterSum] = []
+        observations = list(observations)
+        power_now = {o.device: o.watts for o in observations if isinstance(o, Power)}
         for obs in observations:
             if isinstance(obs, Counter):
                 track = self.tracks.setdefault(obs.device, _Track(source=SOURCE_COUNTER))
                 delta_j = 0.0
                 if track.last_ticks is not None:
-                    delta_j = (
-                        counter_delta_ticks(track.last_ticks, obs.ticks, obs.modulus)
-                        * obs.joules_per_tick
-                    )
+                    if counter_was_reset(track.last_ticks, obs.ticks, obs.can_wrap):
+                        self.resets.setdefault(obs.device, []).append(ts)
+                        delta_j = self._bridge_reset_j(obs.device, ts, power_now)
+                    else:
+                        delta_j = (
+                            counter_delta_ticks(track.last_ticks, obs.ticks, obs.modulus)
+                            * obs.joules_per_tick
+                        )
                 track.last_ticks = obs.ticks
                 out.extend(self._energy_rows(ts, obs.device, track, delta_j, obs.emit_power))
             elif isinstance(obs, Power):
@@ -180,7 +199,16 @@ class EnergyAccountant:
             delta_j = summed - track.cumulative_j
             out.extend(self._energy_rows(ts, total.device, track, delta_j, with_power=True))
             track.cumulative_j = summed
+        for device, watts in power_now.items():
+            self._last_power[device] = (ts, watts)
         return out
+
+    def _bridge_reset_j(self, device: str, ts: float, power_now: dict[str, float]) -> float:
+        """Energy across the interval in which a counter was reset, from the power readings."""
+        previous = self._last_power.get(device)
+        if previous is None or device not in power_now:
+            return 0.0  # no power reading on both sides: the interval is not counted
+        return trapezoid_energy_j(previous[0], previous[1], ts, power_now[device])
 
 
 # Which energy domains add up to the node's energy (the one definition; the profiler's summary,

@@ -28,8 +28,17 @@ from typing import IO, Any
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 from profilers import energy
+from profilers.processes import OwnProcesses
 from profilers.sensors import SensorRoots, open_sensors
-from profilers.sensors.base import Fault, Observation, Problem, Sensor, SensorError, Status
+from profilers.sensors.base import (
+    Fault,
+    GpuProcess,
+    Observation,
+    Problem,
+    Sensor,
+    SensorError,
+    Status,
+)
 from profilers.summary import RunFacts, SummaryBuilder, build_summary
 
 MARK_FIELDS = ("ts", "label", "fields")
@@ -62,7 +71,12 @@ def carbon_intensity(value: float | None) -> float | None:
 
 
 class Profiler:
-    """Profile a Python block: `with Profiler(out=DIR) as p: ...; p.mark("task", layer=3)`; then `p.summary()`."""
+    """Profile a Python block: `with Profiler(out=DIR) as p: ...; p.mark("task", layer=3)`; then `p.summary()`.
+
+    The work's own processes are this process and its descendants (a profiled command is a
+    child); GPU compute processes outside them are reported in `gpu_foreign_processes`.
+    `warnings`: lines the caller wants in the summary's `warnings` (e.g. how the GPUs were chosen).
+    """
 
     def __init__(
         self,
@@ -79,6 +93,7 @@ class Profiler:
         proc_stat: str | os.PathLike[str] | None = None,
         sysfs_root: str | os.PathLike[str] | None = None,
         nvml: Any = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self.hz = _positive_float("--hz", hz, allow_zero=False)
         if self.hz > 1000:
@@ -100,6 +115,8 @@ class Profiler:
         self.carbon_intensity_g_per_kwh = carbon_intensity(carbon_intensity_g_per_kwh)
         self.roots = SensorRoots(msr_root, proc_stat, sysfs_root)
         self._nvml = nvml
+        self._warnings = [str(w) for w in warnings]
+        self.own_processes = OwnProcesses()
         self.command: list[str] | None = None
         self.exit_code: int | None = None
 
@@ -165,7 +182,9 @@ class Profiler:
             raise GreenkdError(
                 f"cannot write the profile to {self.out}: {exc.strerror or exc}"
             ) from exc
-        self._sensors, self._statuses = open_sensors(self.roots, self.gpus, self._nvml)
+        self._sensors, self._statuses = open_sensors(
+            self.roots, self.gpus, self._nvml, self.own_processes
+        )
         self._all_sensors = list(self._sensors)
         # Counter power over less than a fifth of a period is mostly update granularity.
         self._accountants = {
@@ -293,6 +312,7 @@ class Profiler:
 
     def _sample(self) -> None:
         reads: list[tuple[str, float, list[Observation]]] = []
+        processes: list[tuple[str, float, GpuProcess]] = []
         start = time.time()
         for sensor in list(self._sensors):
             before = time.time()
@@ -308,6 +328,8 @@ class Profiler:
             for obs in observations:
                 if isinstance(obs, Fault):
                     self._record_fault(sensor.name, obs.device, obs.reason, obs.fix)
+                elif isinstance(obs, GpuProcess):
+                    processes.append((sensor.name, ts, obs))
                 else:
                     kept.append(obs)
             reads.append((sensor.name, ts, kept))
@@ -318,6 +340,8 @@ class Profiler:
             for row in rows:
                 self._writer.writerow(row.as_csv())
                 self._builder.add(row)
+            for name, ts, process in processes:
+                self._builder.add_process(name, ts, process)
             self._samples_file.flush()  # type: ignore[union-attr]
             self._ticks += 1
             if self._first_ts is None:
@@ -339,12 +363,19 @@ class Profiler:
         with self._lock:
             sources: dict[tuple[str, str], str] = {}
             used: dict[tuple[str, str], bool] = {}
+            resets: dict[tuple[str, str], list[float]] = {}
             for sensor in self._all_sensors:
-                for device, source in self._accountants[sensor.name].sources().items():
+                accountant = self._accountants[sensor.name]
+                for device, source in accountant.sources().items():
                     sources[(sensor.name, device)] = source
                     used[(sensor.name, device)] = sensor.is_used(device)
+                for device, times in accountant.resets.items():
+                    resets[(sensor.name, device)] = list(times)
             in_total = set(energy.node_domains(sources))
-            domains = self._builder.domains(sources, used, in_total, self._failed)
+            domains = self._builder.domains(sources, used, in_total, self._failed, resets)
+            gpu_processes = self._builder.foreign_processes(
+                {s.name: s.is_used for s in self._all_sensors}
+            )
             utilization = self._builder.utilizations()
             reasons = list(self._reasons)
             ticks = self._ticks
@@ -374,5 +405,8 @@ class Profiler:
                 sensors=self._all_sensors,
                 command=self.command,
                 exit_code=self.exit_code,
+                counter_resets=resets,
+                gpu_processes=gpu_processes,
+                warnings=list(self._warnings),
             )
         )

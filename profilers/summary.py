@@ -10,7 +10,7 @@ twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from profilers.energy import SOURCE_COUNTER, Row
 from profilers.metadata import collect_metadata
 from profilers.naming import device_sort_key
 from profilers.sensors import missing_from
-from profilers.sensors.base import Problem, Sensor, Status
+from profilers.sensors.base import GpuProcess, Problem, Sensor, Status
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -49,6 +49,14 @@ class _UtilStats:
 
 
 @dataclass
+class _ProcessStats:
+    first_ts: float
+    last_ts: float
+    samples: int = 0
+    used_memory_mib: float | None = None
+
+
+@dataclass
 class SummaryBuilder:
     """Streams rows into what the summary needs, without keeping them.
 
@@ -60,6 +68,7 @@ class SummaryBuilder:
     work_start_ts: float | None = None
     energy: dict[tuple[str, str], _DomainStats] = field(default_factory=dict)
     utilization: dict[tuple[str, str], _UtilStats] = field(default_factory=dict)
+    processes: dict[tuple[str, str, int], _ProcessStats] = field(default_factory=dict)
 
     def in_work(self, ts: float) -> bool:
         """Whether a row at `ts` is past the idle baseline."""
@@ -92,14 +101,46 @@ class SummaryBuilder:
                 util.rows += 1
             util.last_ts = row.ts
 
+    def add_process(self, sensor: str, ts: float, process: GpuProcess) -> None:
+        """Account one sighting of a foreign GPU process: when first and last seen, its peak memory."""
+        key = (sensor, process.device, process.pid)
+        stats = self.processes.setdefault(key, _ProcessStats(ts, ts))
+        stats.last_ts = ts
+        stats.samples += 1
+        if process.used_memory_mib is not None and (
+            stats.used_memory_mib is None or process.used_memory_mib > stats.used_memory_mib
+        ):
+            stats.used_memory_mib = process.used_memory_mib
+
+    def foreign_processes(self, is_used: dict[str, Callable[[str], bool]]) -> list[dict[str, Any]]:
+        """The summary's `gpu_foreign_processes`; `is_used` maps a sensor to its `is_used`."""
+        out = [
+            {
+                "gpu": device,
+                "pid": pid,
+                "first_ts": stats.first_ts,
+                "last_ts": stats.last_ts,
+                "samples": stats.samples,
+                "used_memory_mib": stats.used_memory_mib,
+                "used": is_used[sensor](device) if sensor in is_used else True,
+            }
+            for (sensor, device, pid), stats in self.processes.items()
+        ]
+        out.sort(key=lambda p: (device_sort_key(p["gpu"]), p["pid"]))
+        return out
+
     def domains(
         self,
         sources: dict[tuple[str, str], str],
         used: dict[tuple[str, str], bool],
         in_total: set[tuple[str, str]],
         failed: set[tuple[str, str]],
+        resets: dict[tuple[str, str], list[float]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The summary's `domains` list, one entry per energy domain."""
+        """The summary's `domains` list, one entry per energy domain.
+
+        `resets`: when each counter was found reset (its `counter_resets`).
+        """
         out = []
         for (sensor, device), stats in self.energy.items():
             if stats.first is None or stats.boundary is None or stats.last is None:
@@ -132,6 +173,7 @@ class SummaryBuilder:
                     "complete": (sensor, device) not in failed,
                     "start_ts": t_work,
                     "end_ts": t_last,
+                    "counter_resets": list((resets or {}).get((sensor, device), [])),
                 }
             )
         out.sort(key=lambda d: (d["sensor"], device_sort_key(d["device"])))
@@ -214,6 +256,76 @@ class RunFacts:
     sensors: list[Sensor]
     command: list[str] | None
     exit_code: int | None
+    # When each counter was found reset, by (sensor, device).
+    counter_resets: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # `SummaryBuilder.foreign_processes`.
+    gpu_processes: list[dict[str, Any]] = field(default_factory=list)
+    # The caller's own lines for `warnings` (how the GPUs were chosen).
+    warnings: list[str] = field(default_factory=list)
+
+
+def gpu_energy(
+    selected: list[int] | None, nvml_domains: list[dict[str, Any]], known: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The summary's `gpus`: the GPUs the run uses, their energy and the node's.
+
+    `unmeasured`: used GPUs that NVML lists but whose energy is not measured (no power
+    reading, or not readable: `missing` says why). `used_energy_j` is None where the run uses
+    GPUs and none of them is measured, rather than a zero nobody measured.
+    """
+    measured = {d["device"] for d in nvml_domains}
+    known_indices = [g["index"] for g in known]
+    indices = known_indices if selected is None else selected
+    unmeasured = [f"gpu{i}" for i in indices if i in known_indices and f"gpu{i}" not in measured]
+    used = [d["energy_j"] for d in nvml_domains if d["used"]]
+    if not nvml_domains:
+        used_energy_j = None
+    elif used or selected == []:
+        used_energy_j = sum(used)
+    else:
+        used_energy_j = None
+    return {
+        "selected": selected,
+        "used_energy_j": used_energy_j,
+        "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
+        "unmeasured": unmeasured,
+    }
+
+
+def warning_lines(facts: RunFacts) -> list[str]:
+    """The summary's `warnings`: what a reader must know to trust a complete run's figures."""
+    lines = list(facts.warnings)
+    for sensor in facts.sensors:
+        lines += sensor.warnings()
+    for (sensor, device), times in sorted(facts.counter_resets.items()):
+        for ts in times:
+            lines.append(
+                f"{sensor}:{device}: energy counter found reset (driver reload or GPU reset) at "
+                f"ts {ts:.3f}; the interval across the reset is integrated from power readings "
+                "and the counter is counted from its new baseline"
+            )
+    foreign = facts.gpu_processes
+    if foreign:
+        on_used = sorted({p["gpu"] for p in foreign if p["used"]}, key=device_sort_key)
+        on_idle = sorted({p["gpu"] for p in foreign if not p["used"]}, key=device_sort_key)
+        where = []
+        if on_used:
+            where.append(
+                f"on {', '.join(on_used)}, which the run uses: their energy is in the run's "
+                "GPU energy"
+            )
+        if on_idle:
+            where.append(
+                f"on {', '.join(on_idle)}, which the run does not use: their energy is in the "
+                "node's"
+            )
+        pids = sorted({p["pid"] for p in foreign})
+        lines.append(
+            f"{len(pids)} GPU process(es) not started by the profiled work (pid "
+            f"{', '.join(map(str, pids))}) ran {'; and '.join(where)} "
+            "(see gpu_foreign_processes)"
+        )
+    return lines
 
 
 def build_summary(facts: RunFacts) -> dict[str, Any]:
@@ -225,6 +337,7 @@ def build_summary(facts: RunFacts) -> dict[str, Any]:
     domains = facts.domains
     total = totals(domains)
     nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
+    metadata = collect_metadata(facts.sensors)
     lateness_ms = [1000.0 * s for s in facts.lateness_s]
     reasons = facts.reasons
     summary: dict[str, Any] = {
@@ -243,14 +356,11 @@ def build_summary(facts: RunFacts) -> dict[str, Any]:
         "domains": domains,
         "total": total,
         "utilization": facts.utilization,
-        "gpus": {
-            "selected": facts.gpus,
-            "used_energy_j": sum(d["energy_j"] for d in nvml_domains if d["used"])
-            if nvml_domains
-            else None,
-            "node_energy_j": sum(d["energy_j"] for d in nvml_domains) if nvml_domains else None,
-        },
+        "gpus": gpu_energy(facts.gpus, nvml_domains, metadata.get("gpus", [])),
         "missing": [p.as_dict() for p in [*missing_from(facts.statuses), *facts.runtime_missing]],
+        # Complete but flagged: counter resets, MIG, foreign GPU processes, assumed GPU order.
+        "warnings": warning_lines(facts),
+        "gpu_foreign_processes": facts.gpu_processes,
         "carbon": carbon_estimate(total["energy_j"], facts.carbon_intensity_g_per_kwh),
         "sensors": [
             {
@@ -274,7 +384,7 @@ def build_summary(facts: RunFacts) -> dict[str, Any]:
             "marks": facts.marks_file,
         },
         "marks": facts.marks,
-        "metadata": collect_metadata(facts.sensors),
+        "metadata": metadata,
     }
     if facts.command is not None:
         summary["command"] = facts.command

@@ -7,7 +7,10 @@
 - `write_topology`: real-format sysfs topology files.
 - `write_proc_stat`: real-format /proc/stat text.
 - `FakeNvml`: the one permitted stand-in, for the pynvml module's functions
-  (there is no GPU here).
+  (there is no GPU here), with pynvml's names, signatures and error codes
+  (`test_fake_nvml_mirrors_pynvml` holds it to them): GPUs with UUIDs and PCI
+  bus ids, MIG devices, per-GPU errors for any call, energy counter resets and
+  compute process lists.
 """
 
 from __future__ import annotations
@@ -247,7 +250,14 @@ def write_proc_stat(path: Path, cpus: dict[str, list[int]]) -> None:
 
 @dataclass
 class FakeGpu:
-    """One GPU: the test sets `power_w`; the energy counter integrates it over real time."""
+    """One GPU: the test sets `power_w`; the energy counter integrates it over real time.
+
+    `uuid` and `pci_bus_id` default to ones derived from the GPU's index (FakeNvml fills them
+    in, bus ids ascending: NVML's index order is PCI bus order). `mig`: None for a GPU without
+    MIG support, else whether MIG mode is on, with `mig_devices` its MIG devices' UUIDs.
+    `errors`: pynvml function name -> the NVML_ERROR_* code that call raises for this GPU.
+    `processes`: pid -> used GPU memory in MiB (None where NVML cannot tell).
+    """
 
     name: str = "NVIDIA Fake A100"
     power_w: float = 60.0
@@ -258,18 +268,37 @@ class FakeGpu:
     temperature_c: int = 40
     lost: bool = False
     energy_mj: float = 5_000_000.0  # since the driver loaded
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    mig: bool | None = None
+    mig_devices: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    processes: dict[int, float | None] = field(default_factory=dict)
     _last: float = field(default_factory=time.time)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def advance(self) -> None:
-        """Accumulate energy at the current power up to now."""
+    def _advance(self) -> None:
         now = time.time()
         self.energy_mj += self.power_w * (now - self._last) * 1000.0
         self._last = now
 
+    def advance(self) -> None:
+        """Accumulate energy at the current power up to now."""
+        with self._lock:
+            self._advance()
+
     def set_power(self, watts: float) -> None:
         """Change the power draw from now on."""
-        self.advance()
-        self.power_w = watts
+        with self._lock:
+            self._advance()
+            self.power_w = watts
+
+    def reset_energy(self) -> float:
+        """Reset the energy counter to zero, as a driver reload or a GPU reset does; returns when."""
+        with self._lock:
+            self._advance()
+            self.energy_mj = 0.0
+            return self._last
 
 
 class _Utilization:
@@ -285,36 +314,109 @@ class _Memory:
         self.free = self.total - used
 
 
-class FakeNvml:
-    """Stand-in for the pynvml functions the NVML sensor calls; error codes as in pynvml."""
+class _PciInfo:
+    """Like pynvml's nvmlPciInfo_t: ctypes char arrays read back as bytes."""
 
-    NVML_ERROR_NO_PERMISSION = 4
+    def __init__(self, bus_id: str) -> None:
+        self.busId = bus_id.encode()
+        self.busIdLegacy = bus_id[4:].encode()  # "0000:17:00.0"
+        domain, bus, rest = bus_id.split(":")
+        self.domain = int(domain, 16)
+        self.bus = int(bus, 16)
+        self.device = int(rest.split(".")[0], 16)
+        self.pciDeviceId = 0x20B010DE
+
+
+class _ProcessInfo:
+    """Like the friendly object pynvml returns: usedGpuMemory in bytes, or None."""
+
+    def __init__(self, pid: int, used_mib: float | None, mig: bool) -> None:
+        self.pid = pid
+        self.usedGpuMemory = None if used_mib is None else int(used_mib * 2**20)
+        self.gpuInstanceId = 0 if mig else 0xFFFFFFFF
+        self.computeInstanceId = 0 if mig else 0xFFFFFFFF
+
+
+# pynvml's messages, so reasons read as they would on a server.
+_NVML_MESSAGES = {
+    2: "Invalid Argument",
+    3: "Not Supported",
+    4: "Insufficient Permissions",
+    6: "Not Found",
+    9: "Driver Not Loaded",
+    12: "NVML Shared Library Not Found",
+    13: "Function Not Found",
+    15: "GPU is lost",
+    16: "GPU requires restart",
+    999: "Unknown Error",
+}
+
+
+@dataclass(frozen=True)
+class _MigHandle:
+    gpu: int
+    slot: int
+
+
+class FakeNvml:
+    """Stand-in for the pynvml functions greenkd calls; names, arguments and codes as in pynvml.
+
+    Handles are the GPU's index (a MIG device's: `_MigHandle`). `mig_uuid_lookup=False` models
+    a driver whose nvmlDeviceGetHandleByUUID does not take MIG UUIDs (before R470).
+    """
+
+    NVML_ERROR_INVALID_ARGUMENT = 2
     NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_ERROR_NO_PERMISSION = 4
+    NVML_ERROR_NOT_FOUND = 6
     NVML_ERROR_DRIVER_NOT_LOADED = 9
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13
     NVML_ERROR_GPU_IS_LOST = 15
+    NVML_ERROR_RESET_REQUIRED = 16
+    NVML_ERROR_UNKNOWN = 999
     NVML_CLOCK_SM = 1
     NVML_TEMPERATURE_GPU = 0
+    NVML_DEVICE_MIG_DISABLE = 0
+    NVML_DEVICE_MIG_ENABLE = 1
+    MAX_MIG_DEVICES = 7
 
     class NVMLError(Exception):
         def __init__(self, value: int) -> None:
-            super().__init__(f"NVML error {value}")
+            super().__init__(_NVML_MESSAGES.get(value, f"NVML Error with code {value}"))
             self.value = value
 
-    def __init__(self, gpus: list[FakeGpu] | None = None, init_error: int | None = None) -> None:
+    def __init__(
+        self,
+        gpus: list[FakeGpu] | None = None,
+        init_error: int | None = None,
+        mig_uuid_lookup: bool = True,
+    ) -> None:
         self.gpus = gpus if gpus is not None else [FakeGpu()]
+        for index, gpu in enumerate(self.gpus):
+            if gpu.uuid is None:
+                gpu.uuid = f"GPU-{index:08x}-5b6d-4c7e-8f90-a1b2c3d4e5f6"
+            if gpu.pci_bus_id is None:
+                gpu.pci_bus_id = f"00000000:{0x17 + 0x20 * index:02X}:00.0"
         self.init_error = init_error
+        self.mig_uuid_lookup = mig_uuid_lookup
+        self.inits = 0
         self.shutdowns = 0
 
-    def _gpu(self, handle: int) -> FakeGpu:
+    def _gpu(self, handle: int, call: str) -> FakeGpu:
+        if isinstance(handle, _MigHandle):
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
         gpu = self.gpus[handle]
         if gpu.lost:
             raise self.NVMLError(self.NVML_ERROR_GPU_IS_LOST)
+        if call in gpu.errors:
+            raise self.NVMLError(gpu.errors[call])
         return gpu
 
     def nvmlInit(self) -> None:
         if self.init_error is not None:
             raise self.NVMLError(self.init_error)
+        self.inits += 1
 
     def nvmlShutdown(self) -> None:
         self.shutdowns += 1
@@ -326,34 +428,89 @@ class FakeNvml:
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if not 0 <= index < len(self.gpus):
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        error = self.gpus[index].errors.get("nvmlDeviceGetHandleByIndex")
+        if error is not None:
+            raise self.NVMLError(error)
         return index
 
-    def nvmlDeviceGetName(self, handle: int) -> str:
-        return self._gpu(handle).name
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        self._gpu(handle, "nvmlDeviceGetIndex")
+        return handle
 
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return f"GPU-fake-{handle}"
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int | _MigHandle:
+        for index, gpu in enumerate(self.gpus):
+            if gpu.uuid == uuid:
+                return index
+            if self.mig_uuid_lookup and gpu.mig and uuid in gpu.mig_devices:
+                return _MigHandle(index, gpu.mig_devices.index(uuid))
+        raise self.NVMLError(self.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return self._gpu(handle, "nvmlDeviceGetName").name
+
+    def nvmlDeviceGetUUID(self, handle: int | _MigHandle) -> str:
+        if isinstance(handle, _MigHandle):
+            return self.gpus[handle.gpu].mig_devices[handle.slot]
+        return self._gpu(handle, "nvmlDeviceGetUUID").uuid  # type: ignore[return-value]
+
+    def nvmlDeviceGetPciInfo(self, handle: int) -> _PciInfo:
+        return _PciInfo(self._gpu(handle, "nvmlDeviceGetPciInfo").pci_bus_id)  # type: ignore[arg-type]
+
+    def nvmlDeviceGetMigMode(self, device: int) -> list[int]:
+        gpu = self._gpu(device, "nvmlDeviceGetMigMode")
+        if gpu.mig is None:
+            raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        mode = self.NVML_DEVICE_MIG_ENABLE if gpu.mig else self.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]  # [current, pending]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: int) -> int:
+        gpu = self._gpu(device, "nvmlDeviceGetMaxMigDeviceCount")
+        if gpu.mig is None:
+            raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        return self.MAX_MIG_DEVICES
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: int, index: int) -> _MigHandle:
+        gpu = self._gpu(device, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if gpu.mig is None or not 0 <= index < self.MAX_MIG_DEVICES:
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        if not gpu.mig or index >= len(gpu.mig_devices):
+            raise self.NVMLError(self.NVML_ERROR_NOT_FOUND)
+        return _MigHandle(device, index)
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: _MigHandle) -> int:
+        if not isinstance(migDevice, _MigHandle):
+            raise self.NVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        return migDevice.gpu
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
-        return round(self._gpu(handle).power_w * 1000)
+        return round(self._gpu(handle, "nvmlDeviceGetPowerUsage").power_w * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
-        gpu = self._gpu(handle)
+        gpu = self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")
         if not gpu.has_energy:
             raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         gpu.advance()
         return int(gpu.energy_mj)
 
     def nvmlDeviceGetUtilizationRates(self, handle: int) -> _Utilization:
-        return _Utilization(self._gpu(handle).utilization_pct)
+        gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
+        if gpu.mig:
+            raise self.NVMLError(self.NVML_ERROR_NOT_SUPPORTED)  # as on a GPU in MIG mode
+        return _Utilization(gpu.utilization_pct)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> _Memory:
-        return _Memory(int(self._gpu(handle).memory_used_mib * 2**20))
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: int | None = None) -> _Memory:
+        return _Memory(int(self._gpu(handle, "nvmlDeviceGetMemoryInfo").memory_used_mib * 2**20))
 
-    def nvmlDeviceGetClockInfo(self, handle: int, clock: int) -> int:
-        assert clock == self.NVML_CLOCK_SM
-        return self._gpu(handle).clock_sm_mhz
+    def nvmlDeviceGetClockInfo(self, handle: int, type: int) -> int:
+        assert type == self.NVML_CLOCK_SM
+        return self._gpu(handle, "nvmlDeviceGetClockInfo").clock_sm_mhz
 
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
         assert sensor == self.NVML_TEMPERATURE_GPU
-        return self._gpu(handle).temperature_c
+        return self._gpu(handle, "nvmlDeviceGetTemperature").temperature_c
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[_ProcessInfo]:
+        gpu = self._gpu(handle, "nvmlDeviceGetComputeRunningProcesses")
+        return [_ProcessInfo(pid, mib, bool(gpu.mig)) for pid, mib in dict(gpu.processes).items()]

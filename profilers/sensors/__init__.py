@@ -8,7 +8,7 @@ from typing import Any
 
 from profilers.sensors.base import Problem, Sensor, SensorError, Status
 from profilers.sensors.msr import MsrSensor
-from profilers.sensors.nvml import NvmlSensor
+from profilers.sensors.nvml import NvmlSensor, OwnPids
 from profilers.sensors.powercap import PowercapSensor
 from profilers.sensors.procstat import ProcStatSensor
 
@@ -26,8 +26,11 @@ def open_sensors(
     roots: SensorRoots = SensorRoots(),
     gpus: list[int] | tuple[int, ...] | None = None,
     nvml: Any = None,
+    own_pids: OwnPids | None = None,
 ) -> tuple[list[Sensor], list[Status]]:
     """Probe every sensor; return the ones to read and every sensor's status.
+
+    `own_pids` (the profiled work's processes) lets NVML report the GPU processes that are not.
 
     powercap is probed only when the MSRs cannot be read: both see the same
     RAPL counters, and reading both would count the CPU twice.
@@ -51,7 +54,7 @@ def open_sensors(
         statuses.append(status)
         if status.available:
             sensors.append(powercap)
-    for sensor in (ProcStatSensor(roots.proc_stat), NvmlSensor(gpus, nvml)):
+    for sensor in (ProcStatSensor(roots.proc_stat), NvmlSensor(gpus, nvml, own_pids)):
         status = sensor.probe()
         statuses.append(status)
         if status.available:

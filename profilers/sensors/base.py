@@ -25,6 +25,9 @@ class Counter:
     modulus: int
     # False where the sensor reports its own power reading for this device (NVML).
     emit_power: bool = True
+    # False for a counter too wide to wrap in practice (NVML's 64-bit mJ: 584 million years at
+    # 1 kW): there a decrease means the counter was reset (driver reload, GPU reset), not wrapped.
+    can_wrap: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,16 @@ class Fault:
     fix: str
 
 
-Observation = Counter | Power | Gauge | CounterSum | Fault
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process on a GPU that is not the profiled work's own (pid as NVML reports it)."""
+
+    device: str
+    pid: int
+    used_memory_mib: float | None
+
+
+Observation = Counter | Power | Gauge | CounterSum | Fault | GpuProcess
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,10 @@ class Sensor(ABC):
     def metadata(self) -> dict[str, Any]:
         """Facts for the summary's `metadata` (GPU models, driver)."""
         return {}
+
+    def warnings(self) -> list[str]:
+        """Lines for the summary's `warnings`: what a reader must know to trust the figures."""
+        return []
 
     def is_used(self, device: str) -> bool:
         """Whether the device is among those the run uses (all, unless a GPU list limits it)."""
