@@ -74,7 +74,7 @@ def small_teacher(parallel_root) -> Path:
 
 
 def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
-    """Two 1-core CPU devices, 8 short epochs per task, no fine-tuning: seconds per task.
+    """Two 1-core CPU devices, 4 short epochs per task, no fine-tuning: seconds per task.
 
     The blocks learn enough that some pass the 5-point threshold and some do not.
     Tasks run one at a time (`fuse=False`), so each has its own interval and
@@ -86,8 +86,8 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
         "n_train": N_TRAIN,
         "n_val": N_VAL,
         "batch_size": 32,
-        "epochs": 8,
-        "eval_every": 4,
+        "epochs": 4,
+        "eval_every": 2,
         "accept_max_drop": 0.05,
         "finetune_epochs": 0,
         "gpus": 2,
