@@ -74,7 +74,7 @@ def small_teacher(parallel_root) -> Path:
 
 
 def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
-    """Two 1-core CPU devices, 4 short epochs per task, no fine-tuning: seconds per task.
+    """Two 1-core CPU devices, 4 short epochs per task evaluated once, no fine-tuning.
 
     The blocks learn enough that some pass the 5-point threshold and some do not.
     Tasks run one at a time (`fuse=False`), so each has its own interval and
@@ -87,7 +87,7 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
         "n_val": N_VAL,
         "batch_size": 32,
         "epochs": 4,
-        "eval_every": 2,
+        "eval_every": 4,
         "accept_max_drop": 0.05,
         "finetune_epochs": 0,
         "gpus": 2,

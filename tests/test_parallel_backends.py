@@ -118,9 +118,11 @@ def test_dask_ws_shares_the_queue_between_two_worker_processes_longest_first(das
     _check_two_workers(rows)
     plan = summary["plan"]
     assert plan["policy"] == "ws" and plan["cost_source"] in ("analytic", "store")
-    # the two idle workers took the two tasks at the head of the queue first
-    first_two = {r["task"] for r in sorted(rows, key=lambda r: float(r["start"]))[:2]}
-    assert first_two == set(plan["queue_order"][:2])
+    # longest first: the head of the queue is the first task of one of the two workers. Which
+    # tasks come next on which worker depends on how fast each worker loads its teacher and on
+    # Dask's stealing (a worker was seen running queue positions 1, 3, 2): not asserted.
+    per_worker = _by_device(rows)  # each device's rows by start time
+    assert plan["queue_order"][0] in {r[0]["task"] for r in per_worker.values()}
 
 
 def test_mpi_binpack_runs_two_ranks_that_follow_the_broadcast_plan(mpi_binpack):
