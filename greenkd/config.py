@@ -23,6 +23,8 @@ DATASETS = ("synthetic", "digits", "cifar10", "cifar100")  # plus tfds:NAME and 
 SCHEDULERS = ("rr", "binpack", "ws", "opt")
 BACKENDS = ("local", "mpi", "dask")
 BLOCKS = ("a", "b", "c", "d")
+ACCEPTANCE = ("target", "threshold")
+_BUDGET = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|)$")
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,28 @@ class RunConfig:
     preprocess: str | None = None  # None = the model's own preprocessing
     augment: bool = True
     batch_size: int = 64
-    teacher_epochs: int = 6
+    teacher_epochs: int = 6  # the cap: a teacher stops earlier once its val top-1 stops improving
+    teacher_patience: int = 5  # epochs without a val top-1 gain before the teacher stops
     # layer tasks (paper §3.1, §4.1.6)
     block: str = "a"
-    epochs: int = 6
+    epochs: int = 6  # the cap per task: a good-enough block stops earlier (`patience`)
     eval_every: int = 2
+    # evaluations without a spliced top-1 or MSE gain before a block that meets the acceptance
+    # threshold stops training; 0 trains every task for all its epochs (the paper's fixed count)
+    patience: int = 1
+    budget: str | None = (
+        None  # the whole task phase: "N" epochs (all tasks) or "Ns" / "Nm" wall time
+    )
     lr: float = 1e-2  # RMSprop, decayed exponentially to lr * lr_end_factor over the epochs
     lr_end_factor: float = 0.03
     accept_max_drop: float | None = 0.02  # accept a block if spliced top-1 >= teacher - this
     accept_min_accuracy: float | None = None  # or an absolute top-1 floor
+    # Which blocks make the student: "target" chooses the set that best meets target_accuracy
+    # (or target_params) after fine-tuning; "threshold" keeps every block that passes the
+    # per-block rule above on its own (the paper's Algorithm 1; the paper presets use it).
+    acceptance: str = "target"
+    target_accuracy: float = 0.01  # target mode: student top-1 at most this below the teacher's
+    target_params: float | None = None  # target mode: teacher/student params >= this instead
     # assembly and fine-tuning
     finetune_epochs: int = 2
     finetune_lr: float = 0.003
@@ -162,12 +177,55 @@ class RunConfig:
                     f"--min-accuracy must be between 0 and 1, got {self.accept_min_accuracy}",
                 )
             )
+        checks += [
+            (
+                self.teacher_patience >= 1,
+                f"--teacher-patience must be >= 1, got {self.teacher_patience}",
+            ),
+            (self.patience >= 0, f"--patience must be >= 0, got {self.patience}"),
+            (
+                self.acceptance in ACCEPTANCE,
+                f"--acceptance must be one of {', '.join(ACCEPTANCE)}, got {self.acceptance!r}",
+            ),
+            (
+                0 <= self.target_accuracy <= 1,
+                f"--target-accuracy must be between 0 and 1 (a drop in top-1), got {self.target_accuracy}",
+            ),
+            (
+                self.target_params is None or self.target_params >= 1,
+                f"--target-params must be >= 1 (teacher / student params), got {self.target_params}",
+            ),
+        ]
+        if self.budget is not None:
+            self.budget_limits()  # raises on a budget it cannot read
         for n, name in ((self.n_train, "--n-train"), (self.n_val, "--n-val")):
             if n is not None:
                 checks.append((n > 0, f"{name} must be > 0, got {n}"))
         for ok, message in checks:
             if not ok:
                 raise GreenkdError(message)
+
+    def budget_limits(self) -> tuple[int | None, float | None]:
+        """The task phase's budget as (epochs, seconds): "40" is 40 epochs summed over the
+        tasks, "300s" or "5m" is wall time; (None, None) without a budget."""
+        if self.budget is None:
+            return None, None
+        text = str(self.budget).strip().lower()
+        match = _BUDGET.match(text)
+        if not match:
+            raise GreenkdError(
+                f"--budget {self.budget!r} is not N (epochs, all tasks together), Ns or Nm"
+            )
+        value, unit = float(match.group(1)), match.group(2)
+        if value <= 0:
+            raise GreenkdError(f"--budget must be > 0, got {self.budget!r}")
+        if unit == "":
+            if not value.is_integer():
+                raise GreenkdError(
+                    f"--budget in epochs must be a whole number, got {self.budget!r}"
+                )
+            return int(value), None
+        return None, value * (60.0 if unit == "m" else 1.0)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

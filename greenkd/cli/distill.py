@@ -26,9 +26,15 @@ _FIELDS = (
     "augment",
     "batch_size",
     "teacher_epochs",
+    "teacher_patience",
     "block",
     "epochs",
     "eval_every",
+    "patience",
+    "budget",
+    "acceptance",
+    "target_accuracy",
+    "target_params",
     "lr",
     "lr_end_factor",
     "finetune_epochs",
@@ -109,13 +115,27 @@ def distill_command(
     augment: bool = typer.Option(_D.augment, help="Random flips and crops on training images."),
     batch_size: int = typer.Option(_D.batch_size),
     teacher_epochs: int = typer.Option(
-        _D.teacher_epochs, help="Epochs to train a zoo teacher (once; cached)."
+        _D.teacher_epochs,
+        help="Most epochs to train a zoo teacher (once; cached); it stops when val top-1 does.",
+    ),
+    teacher_patience: int = typer.Option(
+        _D.teacher_patience, help="Teacher epochs without a val top-1 gain before it stops."
     ),
     block: str = typer.Option(
         _D.block, help="Replacement block: a (2 sep. layers), b (3), c/d (with skip)."
     ),
-    epochs: int = typer.Option(_D.epochs, help="Epochs per layer task."),
+    epochs: int = typer.Option(
+        _D.epochs, help="Most epochs per layer task (a good-enough block stops earlier)."
+    ),
     eval_every: int = typer.Option(_D.eval_every, help="Splice and evaluate every N epochs."),
+    patience: int = typer.Option(
+        _D.patience,
+        help="Evaluations without a gain before a block that meets --max-drop stops; "
+        "0: every task trains all --epochs (the paper's fixed count).",
+    ),
+    budget: str | None = typer.Option(
+        None, help="The task phase's budget: N epochs (all tasks together), or Ns / Nm wall time."
+    ),
     lr: float = typer.Option(_D.lr, help="RMSprop learning rate of the layer tasks."),
     lr_end_factor: float = typer.Option(
         _D.lr_end_factor, help="Learning rate at the end, as a fraction of --lr."
@@ -125,6 +145,18 @@ def distill_command(
     ),
     min_accuracy: float | None = typer.Option(
         None, help="Accept a block if spliced top-1 >= this (0-1)."
+    ),
+    acceptance: str = typer.Option(
+        _D.acceptance,
+        help="target: the set of blocks that best meets --target-accuracy (or --target-params) "
+        "after fine-tuning; threshold: every block passing --max-drop alone (the paper's).",
+    ),
+    target_accuracy: float = typer.Option(
+        _D.target_accuracy,
+        help="Target mode: student top-1 at most this below the teacher's (0-1).",
+    ),
+    target_params: float | None = typer.Option(
+        None, help="Target mode: aim at teacher params / student params >= this instead."
     ),
     finetune_epochs: int = typer.Option(_D.finetune_epochs),
     finetune_lr: float = typer.Option(_D.finetune_lr),
