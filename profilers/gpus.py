@@ -9,9 +9,10 @@ from an argument (the pynvml module, or a stand-in with the same functions), def
 
 - unset: every GPU; set to `-1` or empty: no GPU. A negative index ends the list, as in CUDA
   (`0,-1,1` is GPU 0 alone).
-- an index is a position in CUDA's device order. NVML's indices are in PCI bus order; CUDA
-  uses that order only with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, and otherwise puts the fastest GPU
-  first. greenkd sets PCI_BUS_ID for its own children (`visible_env`); for a user's index list
+- an index is a position in CUDA's device order. With `CUDA_DEVICE_ORDER=PCI_BUS_ID` that is
+  PCI bus id order, which need not be NVML's enumeration order (NVML guarantees none: the
+  index k of `gpuK` can name another card than CUDA's device k); otherwise CUDA puts the
+  fastest GPU first. greenkd sets PCI_BUS_ID for its own children (`visible_env`); for a user's index list
   the resolver assumes PCI bus order and records what CUDA_DEVICE_ORDER said
   (`VisibleGpus.cuda_device_order`, `order_assumed`); `order_warning` speaks up only where
   the orders can differ, on a node of mixed GPU models (on one model CUDA's fastest-first
@@ -214,6 +215,11 @@ def node_gpus(nv: Any) -> tuple[list[GpuIdentity], list[str]]:
     return gpus, unreadable
 
 
+def pci_order(gpus: list[GpuIdentity]) -> list[GpuIdentity]:
+    """The GPUs in PCI bus id order: CUDA's device order under CUDA_DEVICE_ORDER=PCI_BUS_ID."""
+    return sorted(gpus, key=lambda g: g.pci_bus_id.lower())
+
+
 def _by_gpu_uuid(entry: str, gpus: list[GpuIdentity]) -> GpuIdentity | None:
     exact = [g for g in gpus if g.uuid == entry]
     if exact:
@@ -334,7 +340,7 @@ def _resolve_entry(nv: Any, entry: str, gpus: list[GpuIdentity], value: str) -> 
                 f"CUDA_VISIBLE_DEVICES={value} names GPU {position}, but {_node_listing(gpus)}: "
                 "use an index below the number of GPUs, or a UUID from `nvidia-smi -L`"
             )
-        return gpus[position]
+        return pci_order(gpus)[position]
     if entry.startswith("GPU-"):
         gpu = _by_gpu_uuid(entry, gpus)
     elif entry.startswith("MIG-"):

@@ -60,6 +60,18 @@ def test_indices_are_nvml_indices_in_pci_bus_order():
     assert nvml.inits == nvml.shutdowns == 1
 
 
+def test_an_index_is_a_position_in_pci_bus_order_not_in_nvml_order():
+    nvml = _node()
+    # NVML enumerates these four in another order than their PCI bus ids
+    for gpu, bus in zip(nvml.gpus, ("B7", "17", "97", "57"), strict=True):
+        gpu.pci_bus_id = f"00000000:{bus}:00.0"
+    # CUDA (PCI_BUS_ID) counts 17 (gpu1), 57 (gpu3), 97 (gpu2), B7 (gpu0)
+    visible = _resolve("0,2", nvml, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+    assert visible.nvml_indices == [1, 2]
+    assert [g.label for g in visible.gpus] == ["gpu1", "gpu2"]
+    assert _resolve("3", nvml).nvml_indices == [0]
+
+
 def test_order_warning_only_where_cuda_could_order_differently():
     # Same model everywhere: CUDA's fastest-first order ties and falls back to PCI order.
     assert _resolve("1,0").order_warning() is None
