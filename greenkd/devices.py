@@ -1,9 +1,16 @@
 """Devices a run spreads its tasks over: GPUs where there are GPUs, else disjoint CPU core sets.
 
-Detection uses NVML (no TensorFlow import), so the parent process of a
-parallel run never grabs a GPU that a worker needs. `bind()` ties a worker
-process to its device before TensorFlow is imported; `greenkd.tfsetup.configure_tensorflow()`
-then sets TensorFlow's thread counts before its first op (this module imports no framework).
+A GPU is named once, through NVML (`profilers.gpus`): the GPUs the user's
+`CUDA_VISIBLE_DEVICES` allows (indices in PCI bus order, UUIDs, MIG devices), each
+labelled `gpuK` with K its NVML index, the label the profiler's samples carry too. A
+worker sees exactly its GPU, by UUID, with `CUDA_DEVICE_ORDER=PCI_BUS_ID`; no process
+maps GPU memory up front (memory growth for TensorFlow, no preallocation for JAX), in
+every backend alike, since all of them bind through `Device.env()`. GPU workers split
+the node's cores between them, and size their thread pools by their share.
+
+`bind()` ties a process to its device before the framework is imported;
+`greenkd.tfsetup.configure_tensorflow()` then sets TensorFlow's thread counts before its
+first op. This module imports no framework.
 """
 
 from __future__ import annotations
@@ -17,39 +24,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greenkd.errors import GreenkdError
+from profilers import gpus as gpu_identity
 
 if TYPE_CHECKING:
     from greenkd.config import RunConfig
+
+# Every process greenkd starts, on any backend: take GPU memory as needed, never most of the
+# card up front (several workers may share a GPU, and the run's own process fine-tunes beside
+# worker 0).
+GPU_MEMORY_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
 
 
 @dataclass(frozen=True)
 class Device:
     kind: str  # "gpu", "cpu", or "remote" (a worker of an external Dask cluster)
     index: int
-    label: str  # gpu0, gpu1 ... or cpuset0, cpuset1 ...
+    label: str  # gpuK (K the NVML index; gpuK.j when oversubscribed) or cpuset0, cpuset1 ...
     cores: tuple[int, ...]  # CPU cores the worker is pinned to
-    gpu: int | None = None  # physical GPU index for CUDA_VISIBLE_DEVICES
+    gpu: int | None = None  # the physical GPU's NVML index
     shared: bool = False  # oversubscribed: other devices use the same GPU or cores
+    gpu_uuid: str | None = None  # what CUDA_VISIBLE_DEVICES names: the GPU's or MIG device's UUID
 
     @property
     def threads(self) -> int:
-        """TensorFlow intra-op threads for a worker on this device: one per core."""
+        """Framework intra-op threads for a worker on this device: one per core it holds."""
         return max(1, len(self.cores))
 
+    @property
+    def physical(self) -> str:
+        """The label of the hardware whose energy this device uses: `gpu0` for `gpu0.1`."""
+        return self.label.split(".")[0]
+
     def env(self) -> dict[str, str]:
-        """Environment a worker for this device needs before TensorFlow is imported."""
-        visible = "" if self.gpu is None else str(self.gpu)
-        env = {"CUDA_VISIBLE_DEVICES": visible}
-        if self.kind == "cpu":
-            # read by TensorFlow's runtime and oneDNN at start-up; greenkd.tfsetup.configure_tensorflow()
-            # sets the same through the API, which is what TensorFlow reports back
-            threads = str(self.threads)
-            env.update(
-                TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
-            )
-        elif self.shared:
-            # several workers on one GPU: each takes memory as it needs it, not 90% up front
-            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        """Environment a worker for this device needs before its framework is imported."""
+        if self.kind == "gpu":
+            visible = self.gpu_uuid or str(self.gpu)
+            env = {"CUDA_DEVICE_ORDER": gpu_identity.PCI_BUS_ID, "CUDA_VISIBLE_DEVICES": visible}
+        else:
+            env = dict(NO_GPU_ENV)
+        env.update(GPU_MEMORY_ENV)
+        # read by TensorFlow's runtime, XLA's CPU client and OpenMP at start-up;
+        # greenkd.tfsetup.configure_tensorflow() sets the same through the API
+        threads = str(self.threads)
+        env.update(
+            TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
+        )
         return env
 
     def to_dict(self) -> dict[str, object]:
@@ -59,6 +79,7 @@ class Device:
             "label": self.label,
             "cores": list(self.cores),
             "gpu": self.gpu,
+            "gpu_uuid": self.gpu_uuid,
         }
 
     @classmethod
@@ -70,41 +91,28 @@ class Device:
             cores=tuple(data["cores"]),
             gpu=data.get("gpu"),
             shared=bool(data.get("shared", False)),
+            gpu_uuid=data.get("gpu_uuid"),
         )
+
+
+def visible_gpus() -> list[gpu_identity.GpuIdentity]:
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES resolved through NVML); [] without
+    NVML or a driver. A CUDA_VISIBLE_DEVICES that names no GPU here is a GreenkdError."""
+    try:
+        return list(gpu_identity.resolve_visible().gpus)
+    except gpu_identity.NvmlUnavailable:
+        return []
 
 
 def gpu_count() -> int:
     """NVIDIA GPUs visible to this process (0 without a driver); honours CUDA_VISIBLE_DEVICES."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library: NVML raises NVMLError subclasses or OSError
-        return 0
-    if visible is not None:
-        wanted = [v for v in visible.split(",") if v.strip() not in ("", "-1")]
-        return min(count, len(wanted))
-    return count
+    return len(visible_gpus())
 
 
 def gpu_name() -> str:
-    """The first GPU's name from NVML, or '' without one."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library, no device
-        return ""
-    return name.decode() if isinstance(name, bytes) else str(name)
+    """The first visible GPU's name from NVML, or '' without one."""
+    gpus = visible_gpus()
+    return gpus[0].name if gpus else ""
 
 
 def allowed_cores() -> list[int]:
@@ -124,28 +132,24 @@ def plan_devices(
         raise GreenkdError(f"--gpus must be >= 1, got {n}")
     if cores_per_device is not None and cores_per_device < 1:
         raise GreenkdError(f"--cores-per-device must be >= 1, got {cores_per_device}")
-    gpus = gpu_count()
+    gpus = visible_gpus()
     cores = allowed_cores()
     if gpus:
-        if n > gpus and not allow_oversubscribe:
+        if n > len(gpus) and not allow_oversubscribe:
             raise GreenkdError(
-                f"asked for {n} devices but this machine has {gpus} GPU(s); "
+                f"asked for {n} devices but this machine has {len(gpus)} GPU(s); "
                 "use fewer or pass --allow-oversubscribe to share GPUs"
             )
-        per = cores_per_device
-        return [
-            Device(
-                "gpu",
-                k,
-                f"gpu{k % gpus}" if n <= gpus else f"gpu{k % gpus}.{k // gpus}",
-                tuple(cores[k * per : (k + 1) * per])
-                if per and n * per <= len(cores)
-                else tuple(cores),
-                gpu=k % gpus,
-                shared=n > gpus,
-            )
-            for k in range(n)
-        ]
+        # GPU workers split the node's cores: each sizes its thread pools by its share
+        per = cores_per_device or max(1, len(cores) // n)
+        out = []
+        for k in range(n):
+            gpu = gpus[k % len(gpus)]
+            label = gpu.label if n <= len(gpus) else f"{gpu.label}.{k // len(gpus)}"
+            share = tuple(cores[(k * per + i) % len(cores)] for i in range(min(per, len(cores))))
+            uuid = gpu_identity.visible_env(gpu)["CUDA_VISIBLE_DEVICES"]
+            out.append(Device("gpu", k, label, share, gpu.nvml_index, n > len(gpus), uuid))
+        return out
     per = cores_per_device or max(1, len(cores) // n)
     if n * per > len(cores) and not allow_oversubscribe:
         wanted = f"{n} devices" if cores_per_device is None else f"{n} devices x {per} cores"
@@ -186,14 +190,35 @@ def bind(device: Device) -> None:
     re-imports its parent's main module, which may import TensorFlow): the thread
     pools start with the first op, and new threads inherit the affinity set here.
     """
-    if "tensorflow" in sys.modules and device.kind == "gpu":
+    loaded = [name for name in ("tensorflow", "jax", "torch") if name in sys.modules]
+    if loaded and device.kind == "gpu":
         raise GreenkdError(
-            f"cannot bind this process to {device.label}: TensorFlow was imported before "
-            "CUDA_VISIBLE_DEVICES could be set (a script that imports TensorFlow at the top "
-            "and starts workers should import it inside `if __name__ == '__main__':`)"
+            f"cannot bind this process to {device.label}: {loaded[0]} was imported before "
+            "CUDA_VISIBLE_DEVICES could be set (a script that imports it at the top and starts "
+            "workers should import it inside `if __name__ == '__main__':`)"
         )
     os.environ.update(device.env())
     set_affinity(device.cores)
+
+
+def bind_run_process(devices: list[Device]) -> None:
+    """Bind the run's own process (set-up, assembly, fine-tuning) before its framework loads:
+    on a GPU run it sees the first device's GPU only (where it fine-tunes, beside that
+    device's worker), on a CPU run no GPU; memory is taken as needed either way. The cores
+    are the CPU devices' own (`confined_to`), set around the run."""
+    if (
+        devices
+        and devices[0].kind == "gpu"
+        and not any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
+    ):
+        first = devices[0]
+        os.environ.update(
+            CUDA_DEVICE_ORDER=gpu_identity.PCI_BUS_ID,
+            CUDA_VISIBLE_DEVICES=first.gpu_uuid or str(first.gpu),
+        )
+    elif devices and devices[0].kind == "cpu":
+        os.environ.update(NO_GPU_ENV)
+    os.environ.update(GPU_MEMORY_ENV)
 
 
 def set_affinity(cores: tuple[int, ...] | list[int]) -> None:

@@ -42,7 +42,36 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
+def _record_environment() -> None:
+    """Test hook: with GREENKD_FRAMEWORK_ENV_LOG set, append this process's device environment,
+    as it is when the framework loads, to that file (one JSON line per process). The tests of
+    device binding read it to check that every process of a run saw only its own GPU."""
+    log = os.environ.get("GREENKD_FRAMEWORK_ENV_LOG")
+    if not log:
+        return
+    import json
+
+    keys = (
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        "TF_FORCE_GPU_ALLOW_GROWTH",
+        "XLA_PYTHON_CLIENT_PREALLOCATE",
+        "TF_NUM_INTRAOP_THREADS",
+        "OMP_NUM_THREADS",
+    )
+    record = {
+        "pid": os.getpid(),
+        "argv": sys.argv,
+        "framework": "tensorflow",
+        "env": {k: os.environ.get(k) for k in keys},
+        "cores": sorted(os.sched_getaffinity(0)),
+    }
+    with open(log, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 if "tensorflow" not in sys.modules:
+    _record_environment()
     with _stderr_to_devnull():
         import tensorflow as _tf
 
@@ -63,9 +92,15 @@ __all__ = ["configure_tensorflow", "keras", "tf"]
 
 
 def configure_tensorflow(device: Device) -> None:
-    """Set TensorFlow's thread counts for `device` (before any op runs in this process)."""
-    if device.kind != "cpu":
-        return
+    """Set TensorFlow's thread counts for `device` (before any op runs in this process): a CPU
+    device's cores, or a GPU worker's share of the node's cores (its input pipeline and host
+    ops), never the whole machine per worker; and memory growth on its GPU."""
+    if device.kind == "remote":
+        return  # an external Dask cluster's worker: bound by whoever started it
+    if device.kind == "gpu":
+        for gpu in tf.config.list_physical_devices("GPU"):
+            with contextlib.suppress(RuntimeError):  # already initialised: the env var held
+                tf.config.experimental.set_memory_growth(gpu, True)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(device.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -24,6 +24,11 @@ from profilers.energy import GPU_SENSOR, interpolate_energy_j, node_domains
 EDGE_TOLERANCE_S = 1.5
 
 
+def physical_gpu(device: str) -> str:
+    """The NVML label of the GPU a device runs on: `gpu0` for `gpu0` and for `gpu0.1`."""
+    return device.split(".")[0] if device.startswith("gpu") else device
+
+
 def cumulative_at(ts: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """A cumulative series (sorted ts) read at times `at` by the profiler's own interpolation.
 
@@ -172,9 +177,22 @@ def run_energy(run: Run) -> dict[str, Any]:
         out["cpu_node_j"] = float(cpu["energy_j"].sum())
     if gpu_j:
         out["gpu_node_j"] = float(sum(gpu_j.values()))
-        used = [d for d in run.meta.get("devices") or [] if str(d).startswith("gpu")]
+        # the physical GPUs the run trained on: gpu0.0 and gpu0.1 (oversubscribed) are gpu0
+        used = sorted(
+            {
+                physical_gpu(str(d))
+                for d in run.meta.get("devices") or []
+                if str(d).startswith("gpu")
+            }
+        )
+        shared = sorted({str(d) for d in run.meta.get("devices") or [] if "." in str(d)})
         if used and all(d in gpu_j for d in used):
             out["gpu_used_j"] = float(sum(gpu_j[d] for d in used))
+            if shared:  # oversubscribed: the energy is the physical GPUs', not each device's
+                out["energy_note"] = (
+                    f"devices {', '.join(shared)} share their GPUs: each GPU's energy counts "
+                    "once, for all the devices on it"
+                )
         elif used:
             out["energy_note"] = (
                 f"no energy samples for used GPU(s) {', '.join(d for d in used if d not in gpu_j)}"
@@ -261,7 +279,9 @@ def task_energy(tasks: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFra
         out["cpu_energy_j"] = split_energy(
             out["start"].to_numpy(), out["end"].to_numpy(), grid[ok], total[ok]
         )
-    for device, idx in out.groupby("device").groups.items():
+    # an oversubscribed device (gpu0.1) shares its physical GPU's energy with the others on it
+    physical = out["device"].astype(str).map(physical_gpu)
+    for device, idx in out.groupby(physical).groups.items():
         key = (GPU_SENSOR, str(device))
         if key in series:
             g = series[key]

@@ -44,9 +44,10 @@ def select(cfg: RunConfig, devices: list[Device], source: TaskSource) -> Executo
     cached) while the caller sets up.
     """
     if cfg.backend == "local":
-        if len(devices) == 1 and (devices[0].kind == "gpu" or covers_process(devices[0])):
-            # one GPU, or one CPU device that is the whole machine: a worker process would
-            # only add its start-up (and on a GPU compete with this process for memory)
+        if len(devices) == 1 and covers_process(devices[0]):
+            # one CPU device that is the whole machine: a worker process would only add its
+            # start-up. A GPU always gets a worker, as with N GPUs, so that a 1-GPU baseline
+            # runs on the same hardware the same way as the runs it is compared with.
             from greenkd.executors.inline import InlineExecutor
 
             return InlineExecutor()

@@ -130,7 +130,12 @@ class DaskExecutor:
                         f"cannot reach the Dask scheduler at {self.cfg.scheduler_address}: {exc}"
                     ) from None
             else:
-                settings = {"distributed.scheduler.work-stealing": not static}
+                settings = {
+                    "distributed.scheduler.work-stealing": not static,
+                    # the profiler measures the GPUs; Dask's own NVML monitor would open every
+                    # GPU of the node from every worker, whatever the worker is bound to
+                    "distributed.diagnostics.nvml": False,
+                }
                 with dask.config.set(settings):
                     cluster = stack.enter_context(
                         LocalCluster(

@@ -24,6 +24,7 @@ process died and how, and marks the run directory partial.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import re
 import shutil
@@ -144,10 +145,7 @@ def run_rank(cfg: RunConfig, lead: Callable[[MpiExecutor, list[Device]], T]) -> 
         device = local[node.rank]
         # what rank 0 records: each rank's device, renumbered by rank (several nodes
         # give several cpuset0 or gpu0, told apart by host in tasks.csv)
-        devices = [
-            Device(d.kind, r, d.label, d.cores, d.gpu, d.shared)
-            for r, d in enumerate(comm.allgather(device))
-        ]
+        devices = [dataclasses.replace(d, index=r) for r, d in enumerate(comm.allgather(device))]
         bind(device)
         from greenkd.tfsetup import configure_tensorflow  # after binding
 

@@ -16,6 +16,12 @@ class Machine:
     kind: str  # "gpu" or "cpu"
     gpus: int
     cores: int
+    gpu_indices: tuple[int, ...] = ()  # NVML indices of the GPUs CUDA_VISIBLE_DEVICES allows
+
+    def used_gpus(self, devices: int) -> list[int] | None:
+        """NVML indices of the GPUs a run on `devices` devices trains on (the profiler's used
+        GPUs: the first ones CUDA_VISIBLE_DEVICES allows, as the run picks them); None on CPUs."""
+        return list(self.gpu_indices[: min(devices, len(self.gpu_indices))]) or None
 
     @property
     def devices(self) -> int:
@@ -29,9 +35,9 @@ class Machine:
 
 def this_machine() -> Machine:
     """GPUs through NVML (no TensorFlow), else the cores this process may run on."""
-    gpus = devices_mod.gpu_count()
+    gpus = devices_mod.visible_gpus()
     cores = len(devices_mod.allowed_cores())
-    return Machine("gpu" if gpus else "cpu", gpus, cores)
+    return Machine("gpu" if gpus else "cpu", len(gpus), cores, tuple(g.nvml_index for g in gpus))
 
 
 def check_devices(spec: SweepSpec, machine: Machine) -> None:

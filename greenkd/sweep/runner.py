@@ -201,7 +201,7 @@ class _Runner:
             str(run_dir),
             "--quiet",
         ]
-        used_gpus = list(range(min(run.devices, self.state.machine.gpus))) or None
+        used_gpus = self.state.machine.used_gpus(run.devices)
         record.status, record.error, record.interrupted = "running", None, False
         record.started_ts, record.ended_ts, record.exit_code = time.time(), None, None
         record.load_start, record.load_end = os.getloadavg()[0], None
