@@ -1,13 +1,22 @@
-"""`greenkd profile` and `greenkd sensors`: parse, call the profiler, print. No heavy imports here."""
+"""`greenkd profile` and `greenkd sensors`: parse, call the profiler, print. No heavy imports here.
+
+Whatever a profiler's start-up costs is added to every command it wraps, so a plain invocation of
+either command (`run_fast`) is parsed here without typer: typer, its click and the pydantic it
+coerces parameters through take about 0.1 s to import (BENCHMARKS.md, start-up). Anything that
+parser does not take as it is (`--help`, an unknown or malformed option, a value that is not a
+plain number) goes to greenkd's typer app (`register`), so help, usage errors and their exit codes
+are typer's. `PROFILE_OPTIONS` and `SENSORS_OPTIONS` are the one list of the options for both.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import typer
 
 from greenkd.errors import GreenkdError
 from profilers.command import CommandError, CommandInterrupted, run_command
@@ -19,6 +28,53 @@ from profilers.sensors.topology import parse_cpu_list
 # Everything after the first word of the command belongs to the command: its
 # own options (`python -c ...`) must not be parsed as greenkd's.
 PROFILE_CONTEXT = {"allow_interspersed_args": False}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option: its flags, its type (`bool` for a flag without value), default, help."""
+
+    flags: tuple[str, ...]
+    kind: type
+    default: Any
+    help: str
+
+
+PROFILE_OPTIONS = {
+    "hz": Option(("--hz",), float, 1.0, "Samples per second."),
+    "out": Option(
+        ("--out", "-o"),
+        Path,
+        Path("greenkd-profile"),
+        "Directory for the samples, marks and summary.",
+    ),
+    "idle_seconds": Option(
+        ("--idle-seconds",),
+        float,
+        0.0,
+        "Idle baseline sampled before the command starts (splits idle from dynamic energy).",
+    ),
+    "gpus": Option(
+        ("--gpus",),
+        str,
+        None,
+        "NVML indices the command uses, e.g. 0,1 or 0-3 (default: the GPUs "
+        "CUDA_VISIBLE_DEVICES names, every GPU if unset); every GPU is still measured.",
+    ),
+    "carbon_intensity": Option(
+        ("--carbon-intensity",),
+        float,
+        None,
+        "Grid gCO2e/kWh for an offline estimate (else $GREENKD_CARBON_INTENSITY).",
+    ),
+    "samples_name": Option(("--samples-name",), str, "samples.csv", "File name of the samples."),
+    "summary_name": Option(("--summary-name",), str, "summary.json", "File name of the summary."),
+    "quiet": Option(("--quiet", "-q"), bool, False, "Do not print the table at the end."),
+}
+SENSORS_OPTIONS = {"as_json": Option(("--json",), bool, False, "Print the statuses as JSON.")}
+
+# The numbers the fast path converts itself; anything else ("1_000", "inf", " 2") goes to typer.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def parse_gpu_indices(text: str | None) -> list[int] | None:
@@ -90,39 +146,19 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
     return "\n".join(lines)
 
 
-def profile(
-    command: list[str] | None = typer.Argument(
-        None, metavar="-- CMD [ARGS]...", help="The command to profile and its arguments."
-    ),
-    hz: float = typer.Option(1.0, "--hz", help="Samples per second."),
-    out: Path = typer.Option(
-        Path("greenkd-profile"), "--out", "-o", help="Directory for the samples, marks and summary."
-    ),
-    idle_seconds: float = typer.Option(
-        0.0,
-        "--idle-seconds",
-        help="Idle baseline sampled before the command starts (splits idle from dynamic energy).",
-    ),
-    gpus: str | None = typer.Option(
-        None,
-        "--gpus",
-        help="NVML indices the command uses, e.g. 0,1 or 0-3 (default: the GPUs "
-        "CUDA_VISIBLE_DEVICES names, every GPU if unset); every GPU is still measured.",
-    ),
-    carbon_intensity: float | None = typer.Option(
-        None,
-        "--carbon-intensity",
-        help="Grid gCO2e/kWh for an offline estimate (else $GREENKD_CARBON_INTENSITY).",
-    ),
-    samples_name: str = typer.Option(
-        "samples.csv", "--samples-name", help="File name of the samples."
-    ),
-    summary_name: str = typer.Option(
-        "summary.json", "--summary-name", help="File name of the summary."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table at the end."),
-) -> None:
-    """Run a command under the profiler: samples.csv, marks.csv and summary.json in --out; exits with its code."""
+def run_profile(
+    command: Sequence[str],
+    *,
+    hz: float,
+    out: Path,
+    idle_seconds: float,
+    gpus: str | None,
+    carbon_intensity: float | None,
+    samples_name: str,
+    summary_name: str,
+    quiet: bool,
+) -> int:
+    """`greenkd profile`: run the command under the profiler, print the table; its exit code."""
     if gpus is not None:
         used_gpus, warnings = parse_gpu_indices(gpus), []
     else:
@@ -130,7 +166,7 @@ def profile(
         used_gpus, warnings = default.indices, default.warnings
     try:
         code = run_command(
-            command or [],
+            command,
             out=out,
             hz=hz,
             idle_seconds=idle_seconds,
@@ -142,19 +178,17 @@ def profile(
         )
     except CommandError as exc:
         print(f"greenkd: error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        return exc.exit_code
     except CommandInterrupted as exc:
         code = exc.exit_code
     if not quiet:
         summary = json.loads((out / summary_name).read_text())
         print(format_table(summary, out / summary_name), file=sys.stderr)
-    raise typer.Exit(code)
+    return code
 
 
-def sensors(
-    as_json: bool = typer.Option(False, "--json", help="Print the statuses as JSON."),
-) -> None:
-    """Say which sensors can be read here, and for each one that cannot, why and the fix."""
+def print_sensors(*, as_json: bool) -> None:
+    """`greenkd sensors`: which sensors can be read here, and for each one that cannot, why and the fix."""
     opened, statuses = open_sensors(SensorRoots())
     for sensor in opened:
         sensor.close()
@@ -190,7 +224,117 @@ def sensors(
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add `profile` and `sensors` to a typer app."""
+def _plain_value(kind: type, text: str) -> Any:
+    """`text` as the option's type, or None where typer should judge it (empty, not a plain number)."""
+    if not text:
+        return None
+    if kind is float:
+        return float(text) if _PLAIN_NUMBER.fullmatch(text) else None
+    return kind(text)
+
+
+def parse_plain(
+    args: Sequence[str], options: dict[str, Option], *, command: bool
+) -> tuple[dict[str, Any], list[str]] | None:
+    """The options' values and the command, parsed as click parses them, for plain forms only.
+
+    Taken: `--flag VALUE`, `--flag=VALUE`, `-o VALUE`, `-q`, then `--` or the first word that is
+    not an option, after which everything is the command's (`command` True) or an error (False).
+    None for anything else (help, an unknown flag, `-qo DIR`, a missing or odd value), which
+    typer then parses and, where it is wrong, reports.
+    """
+    names = {flag: name for name, option in options.items() for flag in option.flags}
+    values = {name: option.default for name, option in options.items()}
+    rest = list(args)
+    while rest and rest[0] != "--":
+        if not rest[0].startswith("-") or rest[0] == "-":
+            break  # the command's first word (click: allow_interspersed_args False)
+        word = rest.pop(0)
+        flag, equals, text = word.partition("=") if word.startswith("--") else (word, "", "")
+        name = names.get(flag)
+        if name is None:
+            return None
+        option = options[name]
+        if option.kind is bool:
+            if equals:
+                return None
+            values[name] = True
+            continue
+        if not equals:
+            if not rest:
+                return None
+            text = rest.pop(0)  # click takes the next word whatever it is, `-x` too
+        value = _plain_value(option.kind, text)
+        if value is None:
+            return None
+        values[name] = value
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    if rest and not command:
+        return None
+    return values, rest
+
+
+def run_fast(argv: Sequence[str]) -> int | None:
+    """Run `profile ...` or `sensors ...` (argv without the program) and return the exit code.
+
+    None, having done nothing, where typer must take the arguments (see `parse_plain`).
+    """
+    if argv and argv[0] == "profile":
+        parsed = parse_plain(argv[1:], PROFILE_OPTIONS, command=True)
+        if parsed is None:
+            return None
+        values, command = parsed
+        return run_profile(command, **values)
+    if argv and argv[0] == "sensors":
+        parsed = parse_plain(argv[1:], SENSORS_OPTIONS, command=False)
+        if parsed is None:
+            return None
+        print_sensors(**parsed[0])
+        return 0
+    return None
+
+
+def register(app: Any) -> None:
+    """Add `profile` and `sensors` to a typer app (typer is imported only here)."""
+    import typer
+
+    def option(spec: Option) -> Any:
+        return typer.Option(spec.default, *spec.flags, help=spec.help)
+
+    p = PROFILE_OPTIONS
+
+    def profile(
+        command: list[str] | None = typer.Argument(
+            None, metavar="-- CMD [ARGS]...", help="The command to profile and its arguments."
+        ),
+        hz: float = option(p["hz"]),
+        out: Path = option(p["out"]),
+        idle_seconds: float = option(p["idle_seconds"]),
+        gpus: str | None = option(p["gpus"]),
+        carbon_intensity: float | None = option(p["carbon_intensity"]),
+        samples_name: str = option(p["samples_name"]),
+        summary_name: str = option(p["summary_name"]),
+        quiet: bool = option(p["quiet"]),
+    ) -> None:
+        """Run a command under the profiler: samples.csv, marks.csv and summary.json in --out; exits with its code."""
+        raise typer.Exit(
+            run_profile(
+                command or [],
+                hz=hz,
+                out=out,
+                idle_seconds=idle_seconds,
+                gpus=gpus,
+                carbon_intensity=carbon_intensity,
+                samples_name=samples_name,
+                summary_name=summary_name,
+                quiet=quiet,
+            )
+        )
+
+    def sensors(as_json: bool = option(SENSORS_OPTIONS["as_json"])) -> None:
+        """Say which sensors can be read here, and for each one that cannot, why and the fix."""
+        print_sensors(as_json=as_json)
+
     app.command("profile", context_settings=PROFILE_CONTEXT)(profile)
     app.command("sensors")(sensors)
