@@ -2,7 +2,8 @@
 
 A *source* gives unbatched `(image uint8 HxWx3, label int32)` pairs for a split;
 `pipeline()` turns it into batches with the paper's augmentation (§4.1.5:
-random flips and crops), the model's preprocessing, and the thread settings the
+random crops, and random horizontal flips where a flip keeps the label: not
+for digits), the model's preprocessing, and the thread settings the
 sweep varies (§4.3: `num_parallel_calls`, `max_intra_op_parallelism`, the
 private thread pool).
 
@@ -52,6 +53,9 @@ class Source:
     sizes: dict[str, int]
     _make: Callable[[str], tf.data.Dataset]
     in_memory: bool = True
+    # augment with horizontal flips: only where a mirrored image keeps its label (a mirrored
+    # 2, 3, 4, 5, 7 or 9 is no digit, or another one), so off for digits
+    flip: bool = True
 
     def split(self, split: str) -> tf.data.Dataset:
         if split not in SPLITS:
@@ -64,7 +68,12 @@ class Source:
 
 
 def _array_source(
-    name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, image_size: int
+    name: str,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    image_size: int,
+    *,
+    flip: bool = True,
 ) -> Source:
     for split, (x, _) in arrays.items():
         if x.shape[1] != image_size or x.shape[2] != image_size:
@@ -74,7 +83,8 @@ def _array_source(
         x, y = arrays[split]
         return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
 
-    return Source(name, num_classes, image_size, {s: len(a[1]) for s, a in arrays.items()}, make)
+    sizes = {s: len(a[1]) for s, a in arrays.items()}
+    return Source(name, num_classes, image_size, sizes, make, flip=flip)
 
 
 def _resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
@@ -184,7 +194,7 @@ def _digits(n_train: int | None, n_val: int | None, image_size: int, seed: int) 
     if n_train is not None:
         train_idx = train_idx[:n_train]
     arrays = {"train": (img[train_idx], labels[train_idx]), "val": (img[val_idx], labels[val_idx])}
-    return _array_source("digits", arrays, 10, image_size)
+    return _array_source("digits", arrays, 10, image_size, flip=False)
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -330,6 +340,10 @@ def _image_folder(path: Path, image_size: int, seed: int) -> Source:
     )
 
 
+# tensorflow-datasets whose classes are digits or characters: a mirrored image changes its label
+TFDS_NO_FLIP = ("mnist", "emnist", "kmnist", "svhn_cropped")
+
+
 def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
     try:
         import tensorflow_datasets as tfds
@@ -351,6 +365,7 @@ def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
     if val_split is None or "train" not in info.splits:
         raise GreenkdError(f"tfds:{name} has no train and validation/test splits")
     names = {"train": "train", "val": val_split}
+    flip = name.split("/")[0].split(":")[0] not in TFDS_NO_FLIP
 
     def make(split: str) -> tf.data.Dataset:
         ds = builder.as_dataset(split=names[split], as_supervised=True, shuffle_files=False)
@@ -363,6 +378,7 @@ def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
         {s: int(info.splits[n].num_examples) for s, n in names.items()},
         make,
         in_memory=False,
+        flip=flip,
     )
 
 
@@ -443,12 +459,13 @@ def thread_options(threads: DataThreads) -> tf.data.Options:
     return opts
 
 
-def _augment(image: tf.Tensor, seed: tf.Tensor, size: int) -> tf.Tensor:
-    """Random horizontal flip and random crop after zero padding by size/8 (4 px at 32 px)."""
+def _augment(image: tf.Tensor, seed: tf.Tensor, size: int, *, flip: bool = True) -> tf.Tensor:
+    """A random horizontal flip (if `flip`), then a random crop after zero padding by size/8."""
     pad = max(1, size // 8)
     flip_seed = tf.stack([seed[0], seed[1]])
     crop_seed = tf.stack([seed[0] + 1, seed[1]])
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
     return tf.image.stateless_random_crop(image, (size, size, 3), crop_seed)
 
@@ -464,14 +481,18 @@ def pipeline(
     seed: int = 0,
     repeat: bool = False,
     labels: bool = True,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Batches of preprocessed images (and labels), deterministic for a given seed.
 
-    Training pipelines shuffle with `seed` and draw each image's flip and crop
-    from a stateless seed (seed, running image index), so the data order and
-    augmentation are the same in every process, whatever the thread settings.
+    Training pipelines shuffle with `seed` and draw each image's crop (and flip,
+    where the source allows flips) from a stateless seed (seed, running image
+    index), so the data order and augmentation are the same in every process,
+    whatever the thread settings.
     With `repeat=True` the stream is endless (use `steps_per_epoch`) and each
-    epoch sees a fresh order and fresh crops.
+    epoch sees a fresh order and fresh crops. `skip` images are passed over first
+    (their running indices kept), so a stream restarted after k batches goes on
+    with exactly the batches an unbroken one would give.
     """
     if preprocess_mode not in PREPROCESS_MODES:
         raise GreenkdError(
@@ -484,15 +505,21 @@ def pipeline(
     if repeat:
         ds = ds.repeat()
     if augment:
-        size = source.image_size
-        ds = ds.enumerate().map(
-            lambda i, xy: (
-                _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), size),
-                xy[1],
-            ),
-            num_parallel_calls=parallel,
-            deterministic=True,
+        size, flip = source.image_size, source.flip
+        ds = (
+            ds.enumerate()
+            .skip(skip)
+            .map(
+                lambda i, xy: (
+                    _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), size, flip=flip),
+                    xy[1],
+                ),
+                num_parallel_calls=parallel,
+                deterministic=True,
+            )
         )
+    elif skip:
+        ds = ds.skip(skip)
     ds = ds.batch(batch_size)
     ds = ds.map(
         (lambda x, y: (preprocess(x, preprocess_mode), y))
@@ -505,9 +532,16 @@ def pipeline(
 
 
 def training_batches(
-    source: Source, cfg, preprocess_mode: str, *, seed_offset: int = 0, labels: bool = True
+    source: Source,
+    cfg,
+    preprocess_mode: str,
+    *,
+    seed_offset: int = 0,
+    labels: bool = True,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
-    """A run's endless training stream: its batch size, augmentation, threads and seed."""
+    """A run's endless training stream: its batch size, augmentation, threads and seed
+    (from its `skip_batches`-th batch on)."""
     return pipeline(
         source,
         "train",
@@ -518,6 +552,7 @@ def training_batches(
         seed=cfg.seed + seed_offset,
         repeat=True,
         labels=labels,
+        skip=skip_batches * cfg.batch_size,
     )
 
 

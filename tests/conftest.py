@@ -34,6 +34,7 @@ def tiny_cfg(tmp_path_factory):
         epochs=2,
         finetune_epochs=1,
         batch_size=32,
+        acceptance="threshold",  # the paper's per-block rule: no selection fine-tunes in tests
         out=str(tmp_path_factory.mktemp("run")),
     )
 

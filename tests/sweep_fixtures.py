@@ -27,6 +27,7 @@ TINY_RUN = {
     "epochs": 2,
     "eval_every": 2,
     "finetune_epochs": 1,
+    "acceptance": "threshold",  # the per-block rule: target mode would add fine-tunes to each run
 }
 
 

@@ -194,6 +194,47 @@ def test_augmentation_is_seeded_and_really_changes_images():
     ).sum()
 
 
+def _crop_of(image: np.ndarray, original: np.ndarray, pad: int) -> bool:
+    """Whether `image` is one of the crops the augmentation can cut from the padded original."""
+    size = original.shape[0]
+    padded = np.pad(original, ((pad, pad), (pad, pad), (0, 0)))
+    return any(
+        np.array_equal(image, padded[y : y + size, x : x + size])
+        for y in range(2 * pad + 1)
+        for x in range(2 * pad + 1)
+    )
+
+
+def _flipped_and_not(src: data.Source) -> tuple[int, int]:
+    """Of one augmented batch: how many images are only a mirrored crop, only a plain crop."""
+    kw = dict(batch_size=64, preprocess_mode="none", seed=3)
+    # the same seed shuffles the same way, so image i of both batches is the same original
+    plain = next(iter(data.pipeline(src, "train", augment=False, **kw)))[0].numpy()
+    augmented = next(iter(data.pipeline(src, "train", augment=True, **kw)))[0].numpy()
+    pad = src.image_size // 8
+    only_flipped = only_plain = 0
+    for image, original in zip(augmented.astype(np.uint8), plain.astype(np.uint8), strict=True):
+        as_is = _crop_of(image, original, pad)
+        mirrored = _crop_of(image, original[:, ::-1], pad)
+        assert as_is or mirrored  # every augmented image is a crop of its original
+        only_flipped += mirrored and not as_is
+        only_plain += as_is and not mirrored
+    return only_flipped, only_plain
+
+
+def test_digits_are_never_flipped_synthetic_shapes_are():
+    pytest.importorskip("sklearn")
+    digits = data.load("digits", n_train=64, seed=0)
+    assert not digits.flip  # a mirrored 2, 3 or 7 is no digit
+    only_flipped, only_plain = _flipped_and_not(digits)
+    assert only_flipped == 0
+    assert only_plain > 32  # most digits are asymmetric, so a flip would have shown
+    synthetic = data.load("synthetic", n_train=64, n_val=8)
+    assert synthetic.flip  # its classes are symmetric under a horizontal flip
+    only_flipped, only_plain = _flipped_and_not(synthetic)
+    assert only_flipped > 16 and only_plain > 16  # about half of them, each way
+
+
 def test_every_epoch_sees_a_new_order_with_repeat():
     src = data.load("synthetic", n_train=16, n_val=8)
     ds = data.pipeline(src, "train", batch_size=16, preprocess_mode="none", repeat=True, seed=1)

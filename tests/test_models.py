@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from greenkd import models
@@ -58,8 +60,15 @@ def test_teacher_is_trained_once_and_cached_by_config(tiny_setup, tiny_cfg):
     assert again.accuracy == tiny_setup.teacher.accuracy
     # a setting that changes the teacher changes the cache key
     assert models.teacher_path(tiny_cfg.replace(teacher_epochs=4)) != again.path
+    assert models.teacher_path(tiny_cfg.replace(teacher_patience=2)) != again.path
     # settings that only matter to distillation do not
     assert models.teacher_path(tiny_cfg.replace(epochs=9, gpus=2, sched="binpack")) == again.path
+
+
+def test_a_changed_training_rule_retrains(tiny_cfg, monkeypatch):
+    before = models.teacher_path(tiny_cfg)
+    monkeypatch.setattr(models, "TEACHER_TRAINING_VERSION", models.TEACHER_TRAINING_VERSION + 1)
+    assert models.teacher_path(tiny_cfg) != before
 
 
 def test_tiny_teacher_learns_the_synthetic_task(tiny_setup):
@@ -88,6 +97,7 @@ def test_teacher_train_command_reports_the_cache(tiny_setup, tiny_cfg):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "cached" in proc.stdout and str(tiny_setup.teacher.path) in proc.stdout
+    assert f"stopped: {tiny_setup.teacher.training.stopped}" in proc.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "greenkd", "teacher", "train", "--model", "x.keras"],
         capture_output=True,
@@ -100,3 +110,99 @@ def test_teacher_train_command_reports_the_cache(tiny_setup, tiny_cfg):
 def test_default_run_settings_are_the_embedded_small_job():
     cfg = RunConfig()
     assert (cfg.model, cfg.width, cfg.dataset, cfg.image_size) == ("vgg16", 0.125, "synthetic", 32)
+
+
+# --------------------------------------------------------------------------- teacher training
+
+
+def test_plateau_rule_warms_up_halves_stops_and_restores_the_best_epoch():
+    keras = models.keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    rule = models.UntilPlateau(1e-3, warmup_steps=4, patience=4, halve_after=2)
+    rule.set_model(model)
+    rates = []
+    for batch in range(5):
+        rule.on_train_batch_begin(batch)
+        rates.append(float(model.optimizer.learning_rate))
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # one epoch, per batch
+    stops, rates = [], []
+    for epoch, top1 in enumerate([0.5, 0.8, 0.7, 0.8, 0.6, 0.75]):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        rule.on_epoch_end(epoch, {"val_accuracy": top1})
+        stops.append(bool(model.stop_training))
+        rates.append(float(model.optimizer.learning_rate))
+    # 0.8 again is no gain: 2 epochs without one halve the rate, 4 end training
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+    assert stops == [False] * 5 + [True]
+    rule.on_train_end()
+    assert rule.best_epoch == 2 and rule.best == 0.8
+    assert all((w == 1).all() for w in model.get_weights())  # epoch 2's weights, not the last
+
+
+@pytest.fixture
+def linear_teacher(monkeypatch):
+    """train_teacher's real loop on a linear classifier at a brisk rate: learns digits in 1 s."""
+    keras = models.keras
+
+    def linear(name, *, width, image_size, num_classes, seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential(
+            [
+                keras.Input((image_size, image_size, 3)),
+                keras.layers.AveragePooling2D(4),  # back to the digits' own 8x8
+                keras.layers.Rescaling(1 / 128),
+                keras.layers.Flatten(),
+                keras.layers.Dense(num_classes, activation="softmax"),
+            ]
+        )
+
+    monkeypatch.setattr(models, "build", linear)
+    monkeypatch.setattr(models, "teacher_lr", lambda cfg: 1e-2)
+
+    def train(**settings):
+        from greenkd import data
+
+        pytest.importorskip("sklearn")
+        cfg = RunConfig(dataset="digits", n_train=256, n_val=64, batch_size=16, **settings)
+        source = data.load_for(cfg)
+        model, record = models.train_teacher(cfg, source)
+        val = data.validation_batches(source, cfg, models.preprocess_mode(cfg))
+        kept = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+        return record, kept
+
+    return train
+
+
+def test_teacher_stops_when_val_top1_stops_improving_and_keeps_its_best_epoch(linear_teacher):
+    record, kept = linear_teacher(teacher_epochs=30, teacher_patience=2)
+    assert record.stopped == "no val top-1 gain in 2 epochs"
+    assert record.epochs_run == record.best_epoch + 2 < 30
+    assert len(record.val_accuracy) == record.epochs_run
+    assert record.accuracy == max(record.val_accuracy) == record.val_accuracy[record.best_epoch - 1]
+    assert record.accuracy > 0.5  # it learned before it stopped
+    # the model returned is the best epoch's, not the last one's (which scored less)
+    assert record.val_accuracy[-1] < record.accuracy
+    assert kept == pytest.approx(record.accuracy, abs=1e-6)
+
+
+def test_teacher_training_stops_at_the_cap(linear_teacher):
+    record, kept = linear_teacher(teacher_epochs=2, teacher_patience=5)
+    assert record.stopped == "reached the cap of 2 epochs"
+    assert record.epochs_run == 2 and len(record.val_accuracy) == 2
+    assert kept == pytest.approx(record.accuracy, abs=1e-6) and record.seconds > 0
+
+
+def test_how_a_teacher_stopped_is_in_its_json_and_comes_back_when_cached(tiny_setup, tiny_cfg):
+    trained = tiny_setup.teacher
+    meta = json.loads(trained.path.with_suffix(".json").read_text())
+    record = meta["training"]
+    assert record["epochs_run"] == len(record["val_accuracy"]) <= tiny_cfg.teacher_epochs
+    assert record["accuracy"] == meta["accuracy"] == trained.accuracy
+    assert record["stopped"] in (
+        f"no val top-1 gain in {tiny_cfg.teacher_patience} epochs",
+        f"reached the cap of {tiny_cfg.teacher_epochs} epochs",
+    )
+    again = models.get_teacher(tiny_cfg)
+    assert not again.trained_now
+    assert again.training_record() == record == trained.training_record()

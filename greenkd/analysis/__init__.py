@@ -24,7 +24,8 @@ A group is every config field except `gpus` and `out`; the repeat index lives in
 
 Modules: `energy` (window, run and per-task energy), `tasks` (busy time, makespan bound),
 `timeline` (rates over time, CPU workers' cores), `tables` (per run and per group tables),
-`plan` (predicted against measured), `machine` (machines and sensors). Run and sweep directories
+`plan` (predicted against measured), `machine` (machines and sensors), `selection` (the block
+sets a run tried and why it chose one). Run and sweep directories
 are read by `greenkd.rundir.read`, beside their writer; its names are re-exported here.
 """
 
@@ -60,6 +61,7 @@ from greenkd.analysis.plan import (
     makespan_ratio_medians,
     plan_tables,
 )
+from greenkd.analysis.selection import goal_text, no_sets_reason, selection_tables
 from greenkd.analysis.tables import (
     NOT_BASELINE_FIELDS,
     NOT_GROUP_FIELDS,
@@ -127,6 +129,7 @@ __all__ = [
     "energy_series",
     "energy_table",
     "find_sweeps",
+    "goal_text",
     "gpu_models",
     "group_key",
     "group_labels",
@@ -142,6 +145,7 @@ __all__ = [
     "makespan_ratio_medians",
     "mean_in_window",
     "median_accuracy",
+    "no_sets_reason",
     "node_energy_domains",
     "node_scope",
     "plan_tables",
@@ -152,6 +156,7 @@ __all__ = [
     "run_energy",
     "run_table",
     "scaling_table",
+    "selection_tables",
     "sensors_missing",
     "sensors_used",
     "shared_baselines",

@@ -20,7 +20,7 @@ from greenkd.analysis.tasks import has_fused_passes, makespan_lower_bound
 from greenkd.analysis.timeline import mean_in_window
 from greenkd.rundir.read import Run, SweepData, finite
 
-PHASES = ("setup", "tasks", "assemble", "finetune")
+PHASES = ("setup", "tasks", "select", "assemble", "finetune")  # select: target mode only
 # Config fields that do not define a group: the device count varies inside a group, `out` is a path.
 NOT_GROUP_FIELDS = ("gpus", "out")
 # On one device every scheduler runs the same tasks one after another: a 1-device run is the

@@ -39,6 +39,7 @@ _FIELDS = (
     "lr_end_factor",
     "finetune_epochs",
     "finetune_lr",
+    "finetune_layers",
     "freeze_1x1",
     "gpus",
     "sched",
@@ -160,6 +161,10 @@ def distill_command(
     ),
     finetune_epochs: int = typer.Option(_D.finetune_epochs),
     finetune_lr: float = typer.Option(_D.finetune_lr),
+    finetune_layers: str = typer.Option(
+        _D.finetune_layers,
+        help="blocks: fine-tune the spliced blocks only; all: every layer (the paper's).",
+    ),
     freeze_1x1: bool = typer.Option(
         _D.freeze_1x1, help="Freeze 1x1 convs and dense layers in fine-tuning (§4.1.6)."
     ),
@@ -202,7 +207,7 @@ def distill_command(
     cfg = config_from_flags(ctx, dict(ctx.params), config)
     from rich.console import Console
 
-    from greenkd.cli.progress import RichReporter, summary_table
+    from greenkd.cli.progress import RichReporter, diagnosis_lines, summary_table
     from greenkd.executors import mpi, preflight, select
 
     console = Console(stderr=False, quiet=quiet)
@@ -216,24 +221,28 @@ def distill_command(
             raise typer.Exit(1) from None
         return
     if cfg.backend != "mpi":
+        from greenkd.devices import bind_run_process
         from greenkd.distill.setup import LayerTasks  # no TensorFlow yet
 
         # bad settings fail before TensorFlow loads, and local workers start loading
         # TensorFlow, data and teacher now, beside this process
         devices = preflight(cfg)
         executor = select(cfg, devices, LayerTasks(cfg))
-    from greenkd.distill.run import distill
-
+        bind_run_process(devices)  # one GPU or none for this process, before TensorFlow
     reporter = RichReporter(console)
+
+    def run_distill(executor, devices):
+        from greenkd.distill.run import distill  # TensorFlow loads here, after binding
+
+        return distill(cfg, reporter=reporter, executor=executor, devices=devices)
+
     try:
         if cfg.backend == "mpi":
-            summary = mpi.run_rank(
-                cfg, lambda ex, devs: distill(cfg, reporter=reporter, executor=ex, devices=devs)
-            )
+            summary = mpi.run_rank(cfg, run_distill)  # each rank binds itself first
             if summary is None:  # ranks other than 0 report nothing
                 return
         else:
-            summary = distill(cfg, reporter=reporter, executor=executor, devices=devices)
+            summary = run_distill(executor, devices)
     except KeyboardInterrupt as exc:
         reporter.close()
         cut = [r.name for r in getattr(exc, "partial_results", [])]
@@ -247,6 +256,8 @@ def distill_command(
     finally:
         reporter.close()
     console.print(summary_table(summary))
+    for line in diagnosis_lines(summary):
+        console.print(line)
     console.print(f"run directory: {cfg.out}")
 
 
@@ -294,7 +305,12 @@ def teacher_train_command(
     n_val: int | None = typer.Option(None),
     image_size: int = typer.Option(_D.image_size),
     batch_size: int = typer.Option(_D.batch_size),
-    teacher_epochs: int = typer.Option(_D.teacher_epochs, "--epochs"),
+    teacher_epochs: int = typer.Option(
+        _D.teacher_epochs, "--epochs", help="Most epochs; it stops earlier when val top-1 does."
+    ),
+    teacher_patience: int = typer.Option(
+        _D.teacher_patience, "--patience", help="Epochs without a val top-1 gain before it stops."
+    ),
     seed: int = typer.Option(_D.seed),
     retrain: bool = typer.Option(False, help="Train again even if a cached teacher exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -315,9 +331,16 @@ def teacher_train_command(
         image_size=image_size,
         batch_size=batch_size,
         teacher_epochs=teacher_epochs,
+        teacher_patience=teacher_patience,
         seed=seed,
     )
     teacher = models.get_teacher(cfg, retrain=retrain, verbose=0 if quiet else 2)
     if not quiet:
         state = f"trained in {teacher.seconds:.1f} s" if teacher.trained_now else "cached"
         typer.echo(f"{teacher.path} ({state}); top-1 {teacher.accuracy:.4f}")
+        if teacher.training is not None:
+            t = teacher.training
+            typer.echo(
+                f"trained {t.epochs_run} epochs in {t.seconds:.1f} s, stopped: {t.stopped}; "
+                f"kept epoch {t.best_epoch} (val top-1 {t.accuracy:.4f})"
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -82,9 +83,35 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row(
         "blocks accepted", "", f"{len(summary['accepted'])} of {summary['n_targets']}", ""
     )
+    selection = summary.get("selection") or {}
+    if selection.get("mode") == "target":
+        table.add_row("target", _target_text(selection, t_a), _verdict(selection, s_a, t_a), "")
     secs = summary["seconds"]
     table.caption = "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items())
     return table
+
+
+def _target_text(selection: dict[str, Any], teacher_accuracy: float) -> str:
+    goal = selection.get("goal") or {}
+    if goal.get("target_params") is not None:
+        return f">= {goal['target_params']:g}x smaller"
+    return f"top-1 >= {goal.get('needed_accuracy', teacher_accuracy):.2%}"
+
+
+def _verdict(selection: dict[str, Any], student_accuracy: float, teacher_accuracy: float) -> str:
+    """Met or missed, with the sets tried and the brief fine-tunes it took to choose."""
+    goal = selection.get("goal") or {}
+    met = selection.get("met")
+    if goal.get("target_params") is None and goal.get("needed_accuracy") is not None:
+        met = student_accuracy >= goal["needed_accuracy"] - 1e-9  # the final student decides
+    n_sets, n_ft = len(selection.get("sets") or []), selection.get("finetunes", 0)
+    return f"{'met' if met else 'missed'} ({n_sets} sets, {n_ft} brief fine-tunes)"
+
+
+def diagnosis_lines(summary: dict[str, Any]) -> list[str]:
+    """What the run says about a small student: the likely causes and the changes to try."""
+    causes = summary.get("diagnosis") or []
+    return ["[yellow]diagnosis:[/]", *(f"  - {escape(c)}" for c in causes)] if causes else []
 
 
 def targets_table(targets, total: dict[str, Any]) -> Table:

@@ -1,4 +1,6 @@
-"""Splice blocks into the teacher, accept the good ones, fine-tune the student (paper §3.1, §4.1.6).
+"""Splice blocks into the teacher, assemble the student, fine-tune it (paper §3.1, §4.1.6).
+
+Which blocks go in is `greenkd.distill.select`'s choice; the per-block threshold is `accepted`.
 
 Splicing rewires the teacher's graph by layer identity (`clone_model` with a
 function that swaps each target conv for its block), so it works on any
@@ -8,11 +10,12 @@ concatenations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from greenkd.config import RunConfig
+from greenkd.distill.select import passes_threshold
 from greenkd.distill.targets import Target, flatten, make_block
 from greenkd.tfsetup import keras
 
@@ -56,6 +59,18 @@ def branches(teacher: keras.Model, replacements: Mapping[str, keras.layers.Layer
     costs one trunk pass plus the suffixes, not one whole spliced model each.
     The teacher's layers are shared, never trained here.
     """
+    return set_branches(teacher, [{name: layer} for name, layer in replacements.items()])
+
+
+def set_branches(
+    teacher: keras.Model, sets: Sequence[Mapping[str, keras.layers.Layer]]
+) -> keras.Model:
+    """One model whose i-th output is the teacher's output with every layer of the i-th set
+    replaced (a block may be in several sets: it is one shared layer).
+
+    As `branches`, each branch re-runs only what lies downstream of its first replaced layer, so
+    splicing k sets and measuring them is one compiled model and one pass over the data.
+    """
     teacher = flatten(teacher)
     nodes = [
         node
@@ -63,17 +78,18 @@ def branches(teacher: keras.Model, replacements: Mapping[str, keras.layers.Layer
         for node in teacher._nodes_by_depth[depth]
     ]
     outputs = []
-    for name, replacement in replacements.items():
-        layer = teacher.get_layer(name)
+    for replacements in sets:
+        swapped = {id(teacher.get_layer(name)): block for name, block in replacements.items()}
         moved: dict[int, object] = {}  # id(teacher tensor) -> its value in this branch
         for node in nodes:
             if node.operation is None or node.is_input:
                 continue
-            if node.operation is layer:
-                moved[id(node.outputs[0])] = replacement(node.input_tensors[0])
+            if id(node.operation) in swapped:
+                x = node.input_tensors[0]
+                moved[id(node.outputs[0])] = swapped[id(node.operation)](moved.get(id(x), x))
                 continue
             if not any(id(t) in moved for t in node.input_tensors):
-                continue  # upstream of the layer or beside it: the teacher's own tensor
+                continue  # upstream of the layers or beside them: the teacher's own tensor
             args, kwargs = node.arguments.fill_in(
                 {id(t): moved.get(id(t), t) for t in node.input_tensors}
             )
@@ -86,14 +102,11 @@ def branches(teacher: keras.Model, replacements: Mapping[str, keras.layers.Layer
 
 
 def accepted(accuracy: float, teacher_accuracy: float, cfg: RunConfig) -> bool:
-    """A block is kept when its spliced top-1 meets the threshold (paper Algorithm 1, line 13)."""
-    ok = True
-    if cfg.accept_max_drop is not None:
-        # a tiny tolerance so that "no drop" accepts a block that ties the teacher
-        ok &= accuracy >= teacher_accuracy - cfg.accept_max_drop - 1e-9
-    if cfg.accept_min_accuracy is not None:
-        ok &= accuracy >= cfg.accept_min_accuracy - 1e-9
-    return bool(ok)
+    """A block passes the per-block threshold on its own (paper Algorithm 1, line 13): what
+    `acceptance="threshold"` keeps, and in target mode the verdict tasks.csv records."""
+    return passes_threshold(
+        accuracy, teacher_accuracy, cfg.accept_max_drop, cfg.accept_min_accuracy
+    )
 
 
 def assemble(
@@ -103,16 +116,39 @@ def assemble(
     block_kind: str,
 ) -> keras.Model:
     """A student: a fresh copy of the teacher with the given blocks (and their trained weights)."""
-    by_name = {t.name: t for t in targets}
-    blocks = {}
     teacher = flatten(teacher)
+    student = splice(teacher, trained_blocks(teacher, targets, weights, block_kind), share=False)
+    student.name = f"{teacher.name}_student"
+    return student
+
+
+def trained_blocks(
+    teacher: keras.Model,
+    targets: list[Target],
+    weights: Mapping[str, list[np.ndarray]],
+    block_kind: str,
+) -> dict[str, keras.layers.Layer]:
+    """Each named target's block, built for its layer, holding its trained weights."""
+    by_name = {t.name: t for t in targets}
+    teacher = flatten(teacher)
+    blocks = {}
     for name, values in weights.items():
         block = make_block(by_name[name], block_kind, layer=teacher.get_layer(name))
         block.set_weights(values)
         blocks[name] = block
-    student = splice(teacher, blocks, share=False)
-    student.name = f"{teacher.name}_student"
-    return student
+    return blocks
+
+
+def freeze_teacher_layers(student: keras.Model, blocks: list[str]) -> list[str]:
+    """Fine-tune the blocks only: every layer that is not part of a spliced block (named
+    `<target>_kd_...`) stops training; return their names."""
+    prefixes = tuple(f"{name}_kd" for name in blocks)
+    frozen = []
+    for layer in student.layers:
+        if layer.weights and not layer.name.startswith(prefixes):
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen
 
 
 def freeze_for_finetune(student: keras.Model) -> list[str]:

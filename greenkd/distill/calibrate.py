@@ -20,16 +20,17 @@ from greenkd.tfsetup import keras, tf
 def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
     """Time a few training steps of every task here, and scale them to the whole task.
 
-    A task's time is its set-up (building and tracing its step, measured), its
-    training steps (epochs x batches x the measured step) and its evaluations
+    A task's time, trained for its expected epochs (Setup.expected_epochs), is its set-up
+    (building and tracing its step, measured), its training steps (epochs x batches x the measured step) and its evaluations
     (each a spliced-teacher pass over the validation split, timed once on the teacher).
     """
     cfg = setup.cfg
     teacher = setup.teacher.model
     train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, labels=False)
     images = next(iter(train))
-    total_steps = cfg.epochs * setup.source.steps("train", cfg.batch_size)
-    evals = len({e for e in range(1, cfg.epochs + 1) if e % cfg.eval_every == 0 or e == cfg.epochs})
+    epochs = setup.expected_epochs  # the cap, or the budget's share of it
+    total_steps = epochs * setup.source.steps("train", cfg.batch_size)
+    evals = max(1.0, epochs / cfg.eval_every)
     val_batch = next(iter(data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)))[0]
     forward = tf.function(lambda x: teacher(x, training=False))
     forward(val_batch)

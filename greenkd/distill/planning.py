@@ -31,6 +31,8 @@ def store_key(setup: Setup, devices: Sequence[Device]) -> str:
         "block": cfg.block,
         "epochs": cfg.epochs,
         "eval_every": cfg.eval_every,
+        "patience": cfg.patience,
+        "budget": cfg.budget,
         "data_threads": cfg.data_threads.label,
     }
     return schedule.timing_key(cfg.model, cfg.dataset, settings, hardware_label(list(devices)))
@@ -38,7 +40,7 @@ def store_key(setup: Setup, devices: Sequence[Device]) -> str:
 
 def analytic(setup: Setup) -> list[TaskCost]:
     """The analytic estimate for this run's targets: every epoch sees the whole training set."""
-    images = setup.cfg.epochs * setup.source.sizes["train"]
+    images = max(1, round(setup.expected_epochs * setup.source.sizes["train"]))
     infos = [
         {
             "name": t.name,

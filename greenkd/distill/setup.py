@@ -9,8 +9,9 @@ device first. This module imports TensorFlow only inside functions for that reas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from greenkd.config import RunConfig
@@ -32,11 +33,24 @@ class Setup:
     teacher: models.Teacher
     targets: list[Target]
     preprocess_mode: str
+    # under --budget: what this process may still spend on tasks (train.Allowance)
+    allowance: Any = field(default=None, init=False, repr=False)
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every layer task, in model order."""
         return tuple(t.name for t in self.targets)
+
+    @property
+    def expected_epochs(self) -> float:
+        """Epochs a task is expected to train: the cap, or its share of an epoch budget if less.
+
+        Early stopping makes most tasks shorter than the cap, by an amount only a run can
+        tell: the timing store records what runs measured, and plans use it from then on.
+        """
+        budget_epochs, _ = self.cfg.budget_limits()
+        share = budget_epochs / len(self.targets) if budget_epochs else self.cfg.epochs
+        return max(1.0, min(float(self.cfg.epochs), share))
 
     def targets_named(self, names: Iterable[str]) -> list[Target]:
         by_name = {t.name: t for t in self.targets}
@@ -44,8 +58,10 @@ class Setup:
 
     def train(self, names: Sequence[str], device: str, progress: Progress) -> Iterator[TaskResult]:
         """Train the named tasks here, one after another (or in one fused pass)."""
-        from greenkd.distill.train import train_tasks
+        from greenkd.distill.train import Allowance, train_tasks
 
+        self.allowance = self.allowance or Allowance()
+        self._grant(len(names))
         yield from train_tasks(
             self.teacher.model,
             self.targets_named(names),
@@ -54,7 +70,27 @@ class Setup:
             device=device,
             progress=progress.epoch,
             preprocess_mode=self.preprocess_mode,
+            teacher_accuracy=self.teacher.accuracy,
+            allowance=self.allowance,
         )
+
+    def _grant(self, n_tasks: int) -> None:
+        """Add these tasks' share of --budget to this process's allowance.
+
+        A task's share is budget / tasks in epochs, or budget x devices / tasks in seconds
+        (the devices work at once); what a task leaves stays in the pool for the tasks this
+        process trains after it. So under a budget a task's result may depend on which
+        tasks ran before it on the same worker; without one it never does.
+        """
+        epochs, seconds = self.cfg.budget_limits()
+        share = n_tasks / len(self.targets)
+        if epochs is not None:
+            self.allowance.epochs = (
+                0.0 if math.isinf(self.allowance.epochs) else self.allowance.epochs
+            ) + epochs * share
+        if seconds is not None:
+            pool = 0.0 if math.isinf(self.allowance.seconds) else self.allowance.seconds
+            self.allowance.seconds = pool + seconds * max(1, self.cfg.gpus) * share
 
 
 @dataclass(frozen=True)

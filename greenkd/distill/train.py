@@ -7,38 +7,83 @@ local MSE loss; no labels are used. Every `eval_every` epochs the block is
 spliced into the teacher and top-1 is measured on the validation split; the
 best weights are kept. Every epoch is trained and timed, whatever epoch wins.
 
+`--epochs` is each task's cap. A block stops earlier once it is good enough: its
+spliced top-1 meets the per-block acceptance threshold and its MSE has plateaued,
+gaining less than MSE_MIN_GAIN of its layer's output power over each of the last
+`patience` evaluations (`patience=0`: every task trains all its epochs, the
+paper's fixed count). Under `--budget` a worker's tasks
+share an allowance of epochs or seconds: what an early-stopping task leaves, a task
+still improving may use, up to the cap; a task that runs out is evaluated and stops.
+
 A fused pass (`train_pass` with several targets) shares one teacher pass per
-batch among several tasks: the sub-model yields every target's pair at once and one compiled step updates all
-blocks. The sum of the blocks' losses has, for each block, exactly its own
-gradient (the blocks share no weights), and RMSprop's state is per weight, so
-a fused block sees the same updates as when trained alone.
+batch among several tasks: the sub-model yields every target's pair at once and one
+compiled step updates all blocks. The sum of the blocks' losses has, for each block,
+exactly its own gradient (the blocks share no weights), and RMSprop's state is per
+weight, so a fused block sees the same updates as when trained alone. A block that is
+done leaves the pass: the pass goes on with the others, on a teacher prefix that ends
+at the deepest block still training, and the same data stream (the same batches in the
+same order as had nobody left).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
-from greenkd.distill.assemble import branches, model_inputs
+from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
 from greenkd.tfsetup import keras
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
+# A block's MSE has plateaued when the mean training MSE since the previous evaluation is
+# lower than the best earlier interval's by less than this fraction of the layer's output
+# power (mean square of the teacher's output there): normalised so that a block whose MSE
+# falls geometrically towards zero counts as done once what it misses is under 0.5% of the
+# output, while one still cutting its error by points keeps training. Accuracy gains do not
+# count: a few validation images move it by noise.
+MSE_MIN_GAIN = 0.005
+
+
+@dataclass
+class Allowance:
+    """What a worker may still spend on layer tasks under `--budget` (a pool, refilled per job)."""
+
+    epochs: float = math.inf  # block-epochs: a fused pass of k blocks spends k per epoch
+    seconds: float = math.inf  # wall seconds of training and evaluation
+
+    def exhausted(self, blocks: int, elapsed_s: float) -> bool:
+        """Whether another epoch of `blocks` blocks would overspend."""
+        return self.epochs < blocks or elapsed_s >= self.seconds
 
 
 class _BlockTrainer(keras.Model):
-    """image -> frozen teacher prefix (inference mode) -> block(s); loss: sum of local MSEs."""
+    """image -> frozen teacher prefix (inference mode) -> block(s); loss: sum of local MSEs.
+
+    Only the blocks train. The teacher's layers are left as they are (never marked
+    non-trainable): they are the very layer objects the teacher and its students are built
+    from, and a flag set here would leak into every student assembled in this process.
+    """
 
     def __init__(self, pairs: keras.Model, blocks: Sequence[keras.Model]) -> None:
         super().__init__(name="block_trainer")
         self.pairs = pairs
         self.blocks = list(blocks)
         self.mse = [keras.metrics.Mean(name=f"mse_{i}") for i in range(len(self.blocks))]
+
+    @property
+    def trainable_weights(self):
+        return [w for block in self.blocks for w in block.trainable_weights]
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
 
     def call(self, images, training=False):
         acts = self.pairs(images, training=False)
@@ -57,14 +102,15 @@ class _BlockTrainer(keras.Model):
 
 
 def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
-    """teacher input -> [in_1, out_1, in_2, out_2, ...] for the named layers, frozen."""
+    """teacher input -> [in_1, out_1, in_2, out_2, ...] for the named layers.
+
+    Its layers are the teacher's own objects: whoever trains with it trains the blocks only."""
     teacher = flatten(teacher)
     outputs = []
     for name in names:
         outputs += list(layer_io(teacher, teacher.get_layer(name)))
-    model = keras.Model(model_inputs(teacher), outputs, name="pairs")
-    model.trainable = False
-    return model
+    # frozen by the trainer (it trains only the blocks), not by a flag on the shared layers
+    return keras.Model(model_inputs(teacher), outputs, name="pairs")
 
 
 def _accuracy(model: keras.Model, val) -> float:
@@ -86,33 +132,74 @@ def branch_accuracies(model: keras.Model, val) -> list[float]:
     return [float(np.mean(np.argmax(o, axis=-1) == labels)) for o in outputs]
 
 
-class _EvalCallback(keras.callbacks.Callback):
-    """Every `every` epochs (and after the last) splice each block in and keep its best weights."""
+@dataclass
+class _Task:
+    """One block's bookkeeping in a pass."""
 
-    def __init__(self, names, blocks, spliced, val, every, epochs, progress):
+    target: Target
+    block: keras.Model
+    best: tuple[float, int, list[np.ndarray]]  # (spliced top-1, epoch, weights) of the best eval
+    history: dict[int, float] = field(default_factory=dict)  # epoch -> spliced top-1
+    mse: list[float] = field(default_factory=list)  # mean training MSE per epoch
+    power: float = 1.0  # mean square of the teacher's output at the layer (MSE's scale)
+    best_mse: float = math.inf  # lowest mean MSE of an interval between evaluations
+    stale: int = 0  # evaluations in a row without an MSE gain
+    stop: str = ""  # why it stopped: converged, cap, budget (interrupted: Ctrl-C)
+
+
+class _PassCallback(keras.callbacks.Callback):
+    """Per epoch: MSEs, the budget; every `eval_every` epochs (and at a stop): splice each
+    active block in, keep its best weights, decide which blocks are done. When one is, the
+    fit stops so that the pass can go on without it."""
+
+    def __init__(self, tasks, active, spliced, val, cfg, cap, teacher_accuracy, allowance, clock,
+                 progress) -> None:  # fmt: skip
         super().__init__()
-        self.names, self.blocks, self.spliced = names, blocks, spliced
-        self.val, self.every, self.epochs, self.progress = val, every, epochs, progress
-        self.best = [(-1.0, 0, [w.copy() for w in b.get_weights()]) for b in blocks]
-        self.history = [dict() for _ in blocks]
-        self.mse = [[] for _ in blocks]
+        self.tasks, self.active, self.spliced, self.val = tasks, active, spliced, val
+        self.cfg, self.cap, self.teacher_accuracy = cfg, cap, teacher_accuracy
+        self.allowance, self.clock, self.progress = allowance, clock, progress
         self.eval_seconds = 0.0
+        self.last_eval = 0
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        for i in range(len(self.blocks)):
-            self.mse[i].append(float(logs[f"mse_{i}"]))
-        if done % self.every == 0 or done == self.epochs:
-            started = time.perf_counter()
-            accuracies = branch_accuracies(self.spliced, self.val)
-            for i, (block, acc) in enumerate(zip(self.blocks, accuracies, strict=True)):
-                self.history[i][done] = acc
-                if acc > self.best[i][0]:
-                    self.best[i] = (acc, done, [w.copy() for w in block.get_weights()])
-            self.eval_seconds += time.perf_counter() - started
+        active = [self.tasks[i] for i in self.active]
+        for j, task in enumerate(active):
+            task.mse.append(float(logs[f"mse_{j}"]))
+        self.allowance.epochs -= len(active)
+        broke = self.allowance.exhausted(len(active), time.perf_counter() - self.clock)
+        if done % self.cfg.eval_every == 0 or done == self.cap or broke:
+            self._evaluate(active, done)
+        for task in active:
+            if done == self.cap:
+                task.stop = task.stop or "cap"
+            elif broke:
+                task.stop = task.stop or "budget"
         if self.progress:
-            for i, name in enumerate(self.names):
-                self.progress(name, done, self.mse[i][-1])
+            for task in active:
+                self.progress(task.target.name, done, task.mse[-1])
+        if any(task.stop for task in active):
+            self.model.stop_training = True
+
+    def _evaluate(self, active: list[_Task], done: int) -> None:
+        started = time.perf_counter()
+        accuracies = branch_accuracies(self.spliced, self.val)
+        since = done - self.last_eval
+        self.last_eval = done
+        for task, acc in zip(active, accuracies, strict=True):
+            task.history[done] = acc
+            interval_mse = float(np.mean(task.mse[-since:]))
+            improved = task.best_mse - interval_mse > MSE_MIN_GAIN * task.power
+            task.best_mse = min(task.best_mse, interval_mse)
+            if acc > task.best[0]:
+                task.best = (acc, done, [w.copy() for w in task.block.get_weights()])
+            task.stale = 0 if improved else task.stale + 1
+            good = self.teacher_accuracy is not None and accepted(
+                task.best[0], self.teacher_accuracy, self.cfg
+            )
+            if self.cfg.patience > 0 and good and task.stale >= self.cfg.patience:
+                task.stop = "converged"
+        self.eval_seconds += time.perf_counter() - started
 
 
 def train_tasks(
@@ -124,10 +211,13 @@ def train_tasks(
     device: str = "cpu0",
     progress: ProgressFn | None = None,
     preprocess_mode: str = "none",
+    teacher_accuracy: float | None = None,
+    allowance: Allowance | None = None,
 ) -> Iterator[TaskResult]:
     """A worker's list of tasks: one fused pass when `cfg.fuse` and several, else one by one."""
     val = data_mod.validation_batches(source, cfg, preprocess_mode)
     passes = [list(targets)] if cfg.fuse and len(targets) > 1 else [[t] for t in targets]
+    allowance = allowance or Allowance()
     for group in passes:
         yield from train_pass(
             teacher,
@@ -138,6 +228,8 @@ def train_tasks(
             progress=progress,
             preprocess_mode=preprocess_mode,
             val=val,
+            teacher_accuracy=teacher_accuracy,
+            allowance=allowance,
         )
 
 
@@ -148,7 +240,8 @@ def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) ->
     preprocessing) while a fresh block outputs values near 1, and RMSprop moves a
     weight about `lr` per step: without this the block spends its epochs
     learning the scale instead of the features. Returns each untrained block's
-    local MSE on the same batches: the "before" of real learning.
+    local MSE on the same batches (the "before" of real learning) and the mean square
+    of each target output (the scale of its MSE).
     """
     first = train.take(batches)
     sums = [(0.0, 0.0)] * len(blocks)
@@ -168,13 +261,14 @@ def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) ->
         bn.set_weights(
             [gamma, (np.asarray(mean) / batches).astype(beta.dtype), moving_mean, moving_var]
         )
-    errors = [0.0] * len(blocks)
+    errors, powers = [0.0] * len(blocks), [0.0] * len(blocks)
     for images in first:
         acts = pairs(images, training=False)
         for i, block in enumerate(blocks):
             pred = block(acts[2 * i], training=False)
             errors[i] += float(keras.ops.mean(keras.ops.square(pred - acts[2 * i + 1])))
-    return [e / batches for e in errors]
+            powers[i] += float(keras.ops.mean(keras.ops.square(acts[2 * i + 1])))
+    return [e / batches for e in errors], [max(p / batches, 1e-12) for p in powers]
 
 
 def train_pass(
@@ -187,92 +281,126 @@ def train_pass(
     progress: ProgressFn | None = None,
     preprocess_mode: str = "none",
     val=None,
+    teacher_accuracy: float | None = None,
+    allowance: Allowance | None = None,
 ) -> list[TaskResult]:
     """Train the blocks of `targets` together, one teacher pass per batch: the paper's
-    independent task when there is one target, a fused pass when there are several."""
+    independent task when there is one target, a fused pass when there are several.
+
+    Without `teacher_accuracy` no block is known to be good enough, so every block trains
+    to the cap (or the allowance); `allowance` is spent and shared with later passes.
+    """
     group = ",".join(t.name for t in targets) if len(targets) > 1 else ""
     start = time.time()
     t0 = time.perf_counter()
     teacher = flatten(teacher)
+    allowance = allowance or Allowance()
     if val is None:
         val = data_mod.validation_batches(source, cfg, preprocess_mode)
-    # The data order depends on the run seed only, never on the layer or the
-    # schedule: reset the global seed before building the pipeline.
-    keras.utils.set_random_seed(cfg.seed)
     steps = source.steps("train", cfg.batch_size)
-    train = data_mod.training_batches(source, cfg, preprocess_mode, labels=False)
-    blocks = []
-    for target in targets:
-        layer = teacher.get_layer(target.name)
-        blocks.append(
-            make_block(
-                target,
-                cfg.block,
-                layer=layer,
-                for_training=True,
-                seed=(cfg.seed + target.seed_offset) % 2**31,
-            )
+
+    def stream(skip_batches: int = 0):
+        # The data order depends on the run seed only, never on the layer or the schedule:
+        # tf.data's shuffle seed pairs with the global seed, which make_block sets to the
+        # block's own, so the run seed is set again before every pipeline is built.
+        keras.utils.set_random_seed(cfg.seed)
+        return data_mod.training_batches(
+            source, cfg, preprocess_mode, labels=False, skip_batches=skip_batches
         )
-    pairs = pair_model(teacher, [t.name for t in targets])
-    trainer = _BlockTrainer(pairs, blocks)
-    # exponential decay from lr to lr * lr_end_factor over the task's epochs, so
-    # the schedule fits a 6-epoch CPU run as well as the paper's 30 epochs
+
+    tasks = []
+    for target in targets:
+        block = make_block(
+            target,
+            cfg.block,
+            layer=teacher.get_layer(target.name),
+            for_training=True,
+            seed=(cfg.seed + target.seed_offset) % 2**31,
+        )
+        tasks.append(_Task(target, block, (-1.0, 0, [w.copy() for w in block.get_weights()])))
+    # exponential decay from lr to lr * lr_end_factor over the cap, so the schedule fits a
+    # 6-epoch CPU run as well as the paper's 30; one optimizer for the whole pass (its state
+    # is per weight), kept when blocks leave
     lr = keras.optimizers.schedules.ExponentialDecay(
         cfg.lr, decay_steps=steps * cfg.epochs, decay_rate=cfg.lr_end_factor
     )
-    trainer.compile(optimizer=keras.optimizers.RMSprop(lr))
-    # one model, one output per block: the teacher's trunk runs once per batch
-    # and each block's path only from its layer on
-    spliced = branches(teacher, {t.name: b for t, b in zip(targets, blocks, strict=True)})
-    mse_start = _match_output_scale(blocks, pairs, train, targets, cfg)
-    callback = _EvalCallback(
-        [t.name for t in targets], blocks, spliced, val, cfg.eval_every, cfg.epochs, progress
-    )
+    optimizer = keras.optimizers.RMSprop(lr)
+    active = list(range(len(tasks)))
+    pairs = pair_model(teacher, [t.target.name for t in tasks])
+    mse_start, powers = _match_output_scale([t.block for t in tasks], pairs, stream(), targets, cfg)
+    for task, power in zip(tasks, powers, strict=True):
+        task.power = power
+    callback = None
     t1 = time.perf_counter()
+    epoch = 0
 
     def results(evaluated_only: bool) -> list[TaskResult]:
         t2, end = time.perf_counter(), time.time()
         share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
+        evaluated = callback.eval_seconds if callback is not None else 0.0
         out = []
-        for i, target in enumerate(targets):
-            acc, best_epoch, weights = callback.best[i]
+        for task in tasks:
+            acc, best_epoch, weights = task.best
             if evaluated_only and best_epoch == 0:
                 continue  # never spliced in and measured: nothing worth keeping
             out.append(
                 TaskResult(
-                    name=target.name,
-                    index=target.index,
+                    name=task.target.name,
+                    index=task.target.index,
                     weights=weights,
                     accuracy=acc,
                     best_epoch=best_epoch,
-                    epochs=len(callback.mse[i]),
-                    mse_start=mse_start[i],
-                    mse_history=callback.mse[i],
-                    accuracy_history=callback.history[i],
+                    epochs=len(task.mse),
+                    mse_start=mse_start[tasks.index(task)],
+                    mse_history=task.mse,
+                    accuracy_history=task.history,
                     seconds_setup=(t1 - t0) * share,
-                    seconds_train=(t2 - t1 - callback.eval_seconds) * share,
-                    seconds_eval=callback.eval_seconds * share,
+                    seconds_train=(t2 - t1 - evaluated) * share,
+                    seconds_eval=evaluated * share,
                     start=start,
                     end=end,
                     device=device,
                     fused_group=group,
                     interrupted=evaluated_only,
+                    stop="interrupted" if evaluated_only else task.stop,
                 )
             )
         return out
 
     try:
-        trainer.fit(
-            train,
-            epochs=cfg.epochs,
-            steps_per_epoch=steps,
-            verbose=0,
-            shuffle=False,
-            callbacks=[callback],
-        )
+        eval_seconds = 0.0
+        while active:
+            # a segment: the active blocks until the cap, or until one of them is done;
+            # the prefix ends at the deepest active block (pair_model keeps what it needs)
+            blocks = [tasks[i].block for i in active]
+            if pairs is None:
+                pairs = pair_model(teacher, [tasks[i].target.name for i in active])
+            trainer = _BlockTrainer(pairs, blocks)
+            trainer.compile(optimizer=optimizer)
+            spliced = branches(teacher, {tasks[i].target.name: tasks[i].block for i in active})
+            callback = _PassCallback(
+                tasks, active, spliced, val, cfg, cfg.epochs, teacher_accuracy, allowance,
+                t1, progress,
+            )  # fmt: skip
+            callback.eval_seconds, callback.last_eval = eval_seconds, epoch
+            trainer.fit(
+                stream(epoch * steps),  # the batches an unbroken stream gives from here on
+                initial_epoch=epoch,
+                epochs=cfg.epochs,
+                steps_per_epoch=steps,
+                verbose=0,
+                shuffle=False,
+                callbacks=[callback],
+            )
+            epoch = max(len(tasks[i].mse) for i in active)
+            eval_seconds = callback.eval_seconds
+            active = [i for i in active if not tasks[i].stop]
+            pairs = None
     except KeyboardInterrupt as exc:
         # Ctrl-C mid-pass: hand the caller each block's best weights so far (those
         # evaluated at least once), so that the run directory keeps them
         exc.partial_results = results(evaluated_only=True)  # type: ignore[attr-defined]
         raise
+    finally:
+        allowance.seconds -= time.perf_counter() - t1
     return results(evaluated_only=False)

@@ -47,6 +47,7 @@ class TaskResult:
     pid: int = field(default_factory=os.getpid)
     fused_group: str = ""  # non-empty when trained in one fused pass with others
     interrupted: bool = False  # cut short by Ctrl-C: `epochs` says how many it trained
+    stop: str = ""  # why training stopped: converged, cap, budget, interrupted
 
     @property
     def mse_best(self) -> float:

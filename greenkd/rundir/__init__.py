@@ -43,6 +43,7 @@ TASK_COLUMNS = (
     "seconds_eval",
     "epochs",
     "best_epoch",
+    "stop",
     "kernel",
     "strides",
     "params_before",

@@ -36,6 +36,7 @@ DEFAULT_SWEEP_RUN = RunConfig(
     eval_every=2,
     lr=0.03,
     finetune_epochs=3,
+    acceptance="threshold",  # no serial selection fine-tunes in a scaling sweep (default.toml says why)
 )
 DEFAULT_SWEEP_DESCRIPTION = (
     "The small embedded sweep: VGG16 at width 1/8 on synthetic 32x32 shapes, "

@@ -8,6 +8,7 @@ teacher.json it writes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,9 @@ def prepare_teacher(
         console.status("teacher: loading, or training it once (cached by its settings)"),
         log_path.open("w") as log,
     ):
-        code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        code = subprocess.run(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=teacher_env(), check=False
+        ).returncode
     result = read_json(result_path)
     if code != 0 or result is None:
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -53,15 +56,28 @@ def prepare_teacher(
     state = {"file": "from its file", "cached": "cached"}.get(
         result["source"], f"trained in {result['train_seconds']:.0f} s"
     )
+    training = result.get("training")
+    how = f", {training['epochs_run']} epochs, {training['stopped']}" if training else ""
     console.print(
-        f"teacher {Path(result['path']).name} ({state}): top-1 {result['accuracy']:.2%}, "
+        f"teacher {Path(result['path']).name} ({state}{how}): top-1 {result['accuracy']:.2%}, "
         f"{result['n_targets']} layer tasks"
     )
     return result
 
 
+def teacher_env() -> dict[str, str]:
+    """The teacher child's environment: it trains on one GPU (the first the sweep may use) or
+    none, and takes memory as it needs it, never every GPU of the node."""
+    from greenkd.devices import GPU_MEMORY_ENV, NO_GPU_ENV, visible_gpus
+    from profilers.gpus import visible_env
+
+    gpus = visible_gpus()
+    return {**os.environ, **(visible_env(gpus[0]) if gpus else NO_GPU_ENV), **GPU_MEMORY_ENV}
+
+
 def teacher_main() -> None:
-    """Child entry: argv = [config JSON, result path]; writes the teacher's path, accuracy, task count."""
+    """Child entry: argv = [config JSON, result path]; writes the teacher's path, accuracy, how
+    its training stopped, and its layer tasks."""
     try:
         cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
         # TensorFlow loads here, in the child only.
@@ -84,6 +100,8 @@ def teacher_main() -> None:
                 "accuracy": setup.teacher.accuracy,
                 "trained_now": setup.teacher.trained_now,
                 "train_seconds": setup.teacher.seconds,
+                # how a zoo teacher's training stopped (also when it was cached); None for a file
+                "training": setup.teacher.training_record(),
                 "n_targets": len(setup.targets),
                 "targets": [t.name for t in setup.targets],
             },

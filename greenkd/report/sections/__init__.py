@@ -16,6 +16,7 @@ from greenkd.report.sections import (
     prediction,
     runs,
     scaling,
+    selection,
     timeline,
 )
 from greenkd.report.sections.context import Context
@@ -31,6 +32,7 @@ SECTIONS = (
     prediction,
     timeline,
     accuracy,
+    selection,
     machine,
     runs,
 )
@@ -43,6 +45,7 @@ NAV = [
     ("prediction", "Predicted vs measured"),
     ("timeline", "Power &amp; utilisation"),
     ("accuracy", "Accuracy"),
+    ("selection", "Block selection"),
     ("machine", "Machine &amp; sensors"),
     ("runs", "Runs"),
 ]

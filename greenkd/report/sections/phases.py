@@ -20,8 +20,16 @@ def render(ctx: Context) -> str:
         for r in usable.itertuples()
     ]
     fig = go.Figure()
-    colours = {"setup": "#9aa0a6", "tasks": "#4C78A8", "assemble": "#B279A2", "finetune": "#54A24B"}
+    colours = {
+        "setup": "#9aa0a6",
+        "tasks": "#4C78A8",
+        "select": "#EECA3B",  # target mode's search: the sets' evaluation and brief fine-tunes
+        "assemble": "#B279A2",
+        "finetune": "#54A24B",
+    }
     for phase, colour in colours.items():
+        if usable[f"{phase}_s"].isna().all():
+            continue  # no run had this phase (select: threshold-mode runs)
         fig.add_trace(
             go.Bar(
                 y=names,
