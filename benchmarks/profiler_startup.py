@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from profilers.sensors.topology import read_cpu_model
+
 CODECARBON = """
 import subprocess, sys
 from codecarbon import OfflineEmissionsTracker
@@ -53,17 +55,6 @@ def wall_s(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
         argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
     )
     return time.perf_counter() - start
-
-
-def cpu_model() -> str | None:
-    """`Model name` as lscpu says it (/proc/cpuinfo's `model name`)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def greenkd_command(given: str | None) -> list[str]:
@@ -128,7 +119,7 @@ def main() -> None:
                 times[name].append(wall_s(argv, work, env))
     bare = statistics.median(times["bare `sleep`"])
     load = f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}"
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; load average {load}")
+    print(f"CPU: {read_cpu_model()}, {os.cpu_count()} CPUs; load average {load}")
     print(
         f"| tool (`sleep {args.seconds}`, {args.rounds} rounds) | median wall s | added s (median) | added s (min) |"
     )
@@ -142,7 +133,7 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "cpu_model": cpu_model(),
+                    "cpu_model": read_cpu_model(),
                     "cpu_count": os.cpu_count(),
                     "load_average": load,
                     "seconds": args.seconds,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from greenkd.errors import GreenkdError
 from profilers import gpus as gpu_identity
+from profilers.sensors.topology import read_cpu_model
 
 if TYPE_CHECKING:
     from greenkd.config import RunConfig
@@ -262,14 +263,8 @@ def confined_to(devices: list[Device]) -> Iterator[list[int]]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return os.uname().machine
+    """The CPU's model name (/proc/cpuinfo, as the profiler reads it), or the machine type."""
+    return read_cpu_model() or os.uname().machine
 
 
 def hardware_label(devices: list[Device]) -> str:
