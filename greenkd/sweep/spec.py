@@ -36,6 +36,7 @@ DEFAULT_SWEEP_RUN = RunConfig(
     eval_every=2,
     lr=0.03,
     finetune_epochs=3,
+    finetune_layers="all",  # 3 epochs of every layer beat 3 of the blocks alone here (default.toml)
     acceptance="threshold",  # no serial selection fine-tunes in a scaling sweep (default.toml says why)
 )
 DEFAULT_SWEEP_DESCRIPTION = (
