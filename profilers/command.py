@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from greenkd.errors import GreenkdError
@@ -109,7 +109,8 @@ def run_command(argv: Sequence[str], **options: Any) -> int:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             profiler.stop(reason=f"the command could not start: {exc.strerror}", exit_code=code)
             raise CommandError(f"cannot run {argv[0]}: {exc.strerror}", code) from exc
-        code, received = _wait(pid, on_main)
+        profiler.command_started(pid)
+        code, received = _wait(pid, on_main, profiler.command_exited)
     except BaseException:
         if profiler.running:
             profiler.stop(reason="greenkd profile failed while the command ran")
@@ -130,21 +131,43 @@ def run_command(argv: Sequence[str], **options: Any) -> int:
     return code
 
 
-def _wait(pid: int, on_main: bool) -> tuple[int, list[str]]:
-    """Wait for the child, forwarding SIGINT/SIGTERM; return its exit code and the signals received."""
+def _collect(pid: int, block: bool, before_reap: Callable[[], None]) -> int | None:
+    """The child's exit code once it has exited and is reaped; None while it runs (`block` False).
+
+    With waitid the exited child is first left a zombie (WNOWAIT) so that `before_reap` can still
+    read it (its final CPU time); without (macOS) it is reaped at once.
+    """
+    if hasattr(os, "waitid"):
+        flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+        if os.waitid(os.P_PID, pid, flags) is None:
+            return None
+        before_reap()
+        _, status = os.waitpid(pid, 0)
+        return exit_code_of(status)
+    done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    return exit_code_of(status) if done == pid else None
+
+
+def _wait(pid: int, on_main: bool, before_reap: Callable[[], None]) -> tuple[int, list[str]]:
+    """Wait for the child, forwarding SIGINT/SIGTERM; return its exit code and the signals received.
+
+    `before_reap` runs once the child has exited but before it is reaped, while its final CPU
+    time can still be read.
+    """
     received: list[str] = []
     if not on_main:
-        _, status = os.waitpid(pid, 0)
-        return exit_code_of(status), received
+        code = _collect(pid, True, before_reap)
+        assert code is not None  # a blocking wait returns once the child has exited
+        return code, received
     watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
     while True:
         info = signal.sigtimedwait(watched, 0.5)
         if info is not None and info.si_signo in (signal.SIGINT, signal.SIGTERM):
             received.append(signal.Signals(info.si_signo).name)
             if info.si_code != SI_KERNEL:
-                # If it exited in between, waitpid below collects it.
+                # If it exited in between, _collect below collects it.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, info.si_signo)
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return exit_code_of(status), received
+        code = _collect(pid, False, before_reap)
+        if code is not None:
+            return code, received

@@ -28,17 +28,20 @@ from typing import IO, Any
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 from profilers import energy
-from profilers.processes import OwnProcesses
+from profilers.attribution import SCOPE_BLOCK, SCOPE_COMMAND, Attribution, GpuProcessList
+from profilers.processes import OwnProcesses, TreeCpu
 from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.base import (
     Fault,
     GpuProcess,
+    GpuProcesses,
     Observation,
     Problem,
     Sensor,
     SensorError,
     Status,
 )
+from profilers.sensors.procstat import CpuSeconds, ProcStatSensor
 from profilers.summary import RunFacts, SummaryBuilder, build_summary
 
 MARK_FIELDS = ("ts", "label", "fields")
@@ -75,6 +78,9 @@ class Profiler:
 
     The work's own processes are this process and its descendants (a profiled command is a
     child); GPU compute processes outside them are reported in `gpu_foreign_processes`.
+    The summary's `attribution` estimates the energy of the block's process tree (this process,
+    its sampler thread excepted, and its children) or, once `command_started` names it, of the
+    command's (`profilers.attribution`).
     `warnings`: lines the caller wants in the summary's `warnings` (e.g. how the GPUs were chosen).
     """
 
@@ -117,6 +123,11 @@ class Profiler:
         self._nvml = nvml
         self._warnings = [str(w) for w in warnings]
         self.own_processes = OwnProcesses()
+        # The processes the energy is attributed to: set in start() (this process's tree) or by
+        # command_started (the command's).
+        self._tree = TreeCpu()
+        self._attribution = Attribution(SCOPE_BLOCK, self.hz)
+        self._procstat: ProcStatSensor | None = None
         self.command: list[str] | None = None
         self.exit_code: int | None = None
 
@@ -186,6 +197,11 @@ class Profiler:
             self.roots, self.gpus, self._nvml, self.own_processes
         )
         self._all_sensors = list(self._sensors)
+        self._procstat = next((s for s in self._sensors if isinstance(s, ProcStatSensor)), None)
+        if self.command is None:
+            self._tree.members = self.own_processes
+        else:
+            self._attribution.scope = SCOPE_COMMAND  # no members until the command starts
         # Counter power over less than a fifth of a period is mostly update granularity.
         self._accountants = {
             s.name: energy.EnergyAccountant(s.name, 0.2 / self.hz) for s in self._sensors
@@ -210,8 +226,21 @@ class Profiler:
         return self._state == "running"
 
     def record_command(self, argv: Sequence[str]) -> None:
-        """Note the profiled command for the summary."""
+        """Note the profiled command for the summary (before `start`)."""
         self.command = list(argv)
+
+    def command_started(self, pid: int) -> None:
+        """Attribute energy to the process `pid` and its descendants from now on."""
+        self._attribution.scope = SCOPE_COMMAND
+        self._tree.members = OwnProcesses([pid])
+
+    def command_exited(self) -> None:
+        """Read the command's tree once more: call it while the exited command is a zombie.
+
+        The CPU time its process used since the last sample is then counted (once reaped, it
+        is gone).
+        """
+        self._tree.read()
 
     def mark(self, label: str, **fields: Any) -> None:
         """Append a labelled time point to marks.csv (`ts,label,fields` with the fields as JSON)."""
@@ -286,6 +315,8 @@ class Profiler:
                 self._sample()
                 if k == idle_ticks:
                     self._begin_work()
+                    # The command starts now: import psutil here rather than in its way.
+                    self._tree.prepare()
                 k += 1
                 behind = time.monotonic() - (t0 + k * period)
                 if behind > 0:
@@ -310,9 +341,20 @@ class Profiler:
             self._builder.work_start_ts = self._last_ts
         self._work_event.set()
 
+    def _read_tree(self) -> float | None:
+        """The attributed tree's CPU seconds so far (the sampler's own excepted), None if unknown."""
+        cpu_s = self._tree.read()
+        if cpu_s is not None and self._tree.members is self.own_processes:
+            cpu_s -= time.thread_time()  # this thread's: profiling is not the work
+        return cpu_s
+
     def _sample(self) -> None:
         reads: list[tuple[str, float, list[Observation]]] = []
         processes: list[tuple[str, float, GpuProcess]] = []
+        gpu_lists: dict[str, GpuProcessList] = {}
+        machine_cpu: CpuSeconds | None = None
+        tree_cpu_s: float | None = None
+        tree_read = False
         start = time.time()
         for sensor in list(self._sensors):
             before = time.time()
@@ -324,15 +366,23 @@ class Profiler:
                 self._record_fault(sensor.name, None, exc.reason, exc.fix)
                 continue
             ts = (before + time.time()) / 2
+            if sensor is self._procstat:
+                # The work's CPU time right after the machine's, so both cover one interval.
+                machine_cpu = self._procstat.last_interval
+                tree_cpu_s, tree_read = self._read_tree(), True
             kept = []
             for obs in observations:
                 if isinstance(obs, Fault):
                     self._record_fault(sensor.name, obs.device, obs.reason, obs.fix)
                 elif isinstance(obs, GpuProcess):
                     processes.append((sensor.name, ts, obs))
+                elif isinstance(obs, GpuProcesses):
+                    gpu_lists[obs.device] = obs.processes
                 else:
                     kept.append(obs)
             reads.append((sensor.name, ts, kept))
+        if not tree_read:
+            tree_cpu_s = self._read_tree()
         with self._lock:
             rows = [
                 row for name, ts, kept in reads for row in self._accountants[name].rows(ts, kept)
@@ -342,6 +392,14 @@ class Profiler:
                 self._builder.add(row)
             for name, ts, process in processes:
                 self._builder.add_process(name, ts, process)
+            self._attribution.add_sample(
+                in_work=self._work_start_ts is not None,
+                rows=rows,
+                cpu=machine_cpu,
+                work_cpu_s=tree_cpu_s,
+                gpu_processes=gpu_lists,
+                own_pids=self._tree.pids,
+            )
             self._samples_file.flush()  # type: ignore[union-attr]
             self._ticks += 1
             if self._first_ts is None:
@@ -377,6 +435,14 @@ class Profiler:
                 {s.name: s.is_used for s in self._all_sensors}
             )
             utilization = self._builder.utilizations()
+            attribution = self._attribution.summary(
+                domains,
+                idle_baseline=self.idle_seconds > 0,
+                processes_seen=self._tree.seen,
+                processes_exited=self._tree.exited,
+                tree_error=self._tree.error,
+                unreadable=len(self._tree.unreadable),
+            )
             reasons = list(self._reasons)
             ticks = self._ticks
             lateness_s = list(self._lateness_s)
@@ -408,5 +474,6 @@ class Profiler:
                 counter_resets=resets,
                 gpu_processes=gpu_processes,
                 warnings=list(self._warnings),
+                attribution=attribution,
             )
         )

@@ -262,6 +262,8 @@ class RunFacts:
     gpu_processes: list[dict[str, Any]] = field(default_factory=list)
     # The caller's own lines for `warnings` (how the GPUs were chosen).
     warnings: list[str] = field(default_factory=list)
+    # `profilers.attribution.Attribution.summary`: the work's estimated share, beside the totals.
+    attribution: dict[str, Any] | None = None
 
 
 def gpu_energy(
@@ -357,6 +359,8 @@ def build_summary(facts: RunFacts) -> dict[str, Any]:
         "total": total,
         "utilization": facts.utilization,
         "gpus": gpu_energy(facts.gpus, nvml_domains, metadata.get("gpus", [])),
+        # An estimate beside the measured `domains` and `total`, never replacing them.
+        "attribution": facts.attribution,
         "missing": [p.as_dict() for p in [*missing_from(facts.statuses), *facts.runtime_missing]],
         # Complete but flagged: counter resets, MIG, foreign GPU processes, assumed GPU order.
         "warnings": warning_lines(facts),

@@ -75,7 +75,19 @@ class GpuProcess:
     used_memory_mib: float | None
 
 
-Observation = Counter | Power | Gauge | CounterSum | Fault | GpuProcess
+@dataclass(frozen=True)
+class GpuProcesses:
+    """Every compute process NVML lists on a GPU at one read, the work's own included: (pid, MiB).
+
+    MiB is None where NVML cannot tell (`usedGpuMemory` unavailable). The attribution splits a
+    GPU's energy among its processes with these lists.
+    """
+
+    device: str
+    processes: tuple[tuple[int, float | None], ...]
+
+
+Observation = Counter | Power | Gauge | CounterSum | Fault | GpuProcess | GpuProcesses
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ Real servers are uneven, so everything is decided per GPU:
   by all its MIG instances (metadata `mig`, and a summary warning);
 - the compute processes on each GPU are listed at every read, and those that are not the
   profiled work's own (`own_pids`: a set, or a callable the sampler refreshes) come back as
-  `GpuProcess` observations. NVML gives pids in the host's pid namespace: inside a container
-  the work's own processes cannot be matched and show up as foreign.
+  `GpuProcess` observations, and the whole list as one `GpuProcesses` (for the attribution).
+  NVML gives pids in the host's pid namespace: inside a container the work's own processes
+  cannot be matched and show up as foreign.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from profilers.sensors.base import (
     Fault,
     Gauge,
     GpuProcess,
+    GpuProcesses,
     Observation,
     Power,
     Problem,
@@ -292,8 +294,11 @@ class NvmlSensor(Sensor):
             )
         return out
 
-    def _foreign_processes(self, gpu: _Gpu) -> list[Observation]:
-        """The GPU's compute processes that are not the work's own; none if NVML cannot list them."""
+    def _processes(self, gpu: _Gpu) -> list[Observation]:
+        """The GPU's compute processes: the whole list, then each one that is not the work's own.
+
+        Nothing if NVML cannot list them.
+        """
         nv = self._nv
         try:
             processes = nv.nvmlDeviceGetComputeRunningProcesses(gpu.handle)
@@ -302,21 +307,19 @@ class NvmlSensor(Sensor):
             gpu.list_processes = False
             gpu.processes_reason = gpu_identity.describe_error(nv, exc)
             return []
-        if not processes:
-            return []
-        pids = {int(p.pid) for p in processes}
+        listed = tuple(
+            (int(p.pid), None if p.usedGpuMemory is None else p.usedGpuMemory / MIB)
+            for p in processes
+        )
+        out: list[Observation] = [GpuProcesses(gpu.label, listed)]
+        if not listed:
+            return out
+        pids = {pid for pid, _ in listed}
         if not pids <= self._own:
             own = self._own_pids() if callable(self._own_pids) else self._own_pids
             self._own |= set(own or ())
-        return [
-            GpuProcess(
-                gpu.label,
-                int(p.pid),
-                None if p.usedGpuMemory is None else p.usedGpuMemory / MIB,
-            )
-            for p in processes
-            if int(p.pid) not in self._own
-        ]
+        out += [GpuProcess(gpu.label, pid, mib) for pid, mib in listed if pid not in self._own]
+        return out
 
     def read(self) -> list[Observation]:
         """Read every GPU once; a GPU that stops answering ends with a Fault."""
@@ -337,7 +340,7 @@ class NvmlSensor(Sensor):
                 )
                 continue
             if gpu.list_processes:
-                observations.extend(self._foreign_processes(gpu))
+                observations.extend(self._processes(gpu))
         return observations
 
     def metadata(self) -> dict[str, Any]:

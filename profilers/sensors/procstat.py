@@ -49,6 +49,22 @@ def parse_proc_stat(text: str) -> dict[str, CpuTimes]:
     return times
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    """The whole machine's CPU seconds over one interval: busy, and in all (busy + idle + iowait + steal)."""
+
+    busy_s: float
+    total_s: float
+
+
+def cpu_seconds(previous: CpuTimes, current: CpuTimes, ticks_per_s: float) -> CpuSeconds:
+    """The jiffies between two readings of one line as seconds (USER_HZ ticks per second)."""
+    return CpuSeconds(
+        busy_s=max(0, current.busy - previous.busy) / ticks_per_s,
+        total_s=max(0, current.total - previous.total) / ticks_per_s,
+    )
+
+
 def utilization_pct(previous: CpuTimes, current: CpuTimes) -> float | None:
     """Eq. 6: busy share of the jiffies between two readings, in percent; None if no time passed."""
     total = current.total - previous.total
@@ -59,7 +75,12 @@ def utilization_pct(previous: CpuTimes, current: CpuTimes) -> float | None:
 
 
 class ProcStatSensor(Sensor):
-    """Utilisation over each interval, overall (`cpu`) and per logical CPU (`cpuN`)."""
+    """Utilisation over each interval, overall (`cpu`) and per logical CPU (`cpuN`).
+
+    `last_interval`: the whole machine's busy and total CPU seconds over the interval the last
+    read closed (None before the second read), from the same reading as its utilisation; the
+    attribution compares the profiled processes' CPU time with it.
+    """
 
     name = "procstat"
 
@@ -67,6 +88,9 @@ class ProcStatSensor(Sensor):
         self.path = proc_stat_path(path)
         self._previous: dict[str, CpuTimes] = {}
         self._cpus = 0
+        # /proc/stat counts in USER_HZ ticks, as /proc/<pid>/stat does.
+        self._ticks_per_s = float(os.sysconf("SC_CLK_TCK"))
+        self.last_interval: CpuSeconds | None = None
 
     def _load(self) -> dict[str, CpuTimes]:
         try:
@@ -91,12 +115,17 @@ class ProcStatSensor(Sensor):
             return Status(self.name, False, reason=exc.reason, fix=exc.fix)
         # The first interval starts at the first sample, not at the probe.
         self._previous = {}
+        self.last_interval = None
         self._cpus = sum(1 for name in times if name != "cpu")
         return Status(self.name, True, detail=f"{self._cpus} CPUs from {self.path}")
 
     def read(self) -> list[Observation]:
         """Utilisation of every CPU line since the previous read (nothing on the very first)."""
         current = self._load()
+        before_all = self._previous.get("cpu")
+        self.last_interval = (
+            cpu_seconds(before_all, current["cpu"], self._ticks_per_s) if before_all else None
+        )
         observations: list[Observation] = []
         for name, times in current.items():
             before = self._previous.get(name)
