@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,17 @@ PROFILE_OPTIONS = {
     "samples_name": Option(("--samples-name",), str, "samples.csv", "File name of the samples."),
     "summary_name": Option(("--summary-name",), str, "summary.json", "File name of the summary."),
     "quiet": Option(("--quiet", "-q"), bool, False, "Do not print the table at the end."),
+    "report": Option(
+        ("--report",),
+        bool,
+        False,
+        "At the end, write report.html to --out: a self-contained page of the profile's plots.",
+    ),
 }
+# Writes a profile directory's page, given the directory and the summary's file name, and returns
+# its path. The page is greenkd.report's, a layer above this one: the `greenkd` command passes its
+# writer in (greenkd.cli), which imports pandas and plotly only when it is called.
+PageWriter = Callable[[Path, str], Path]
 SENSORS_OPTIONS = {"as_json": Option(("--json",), bool, False, "Print the statuses as JSON.")}
 
 # The numbers the fast path converts itself; anything else ("1_000", "inf", " 2") goes to typer.
@@ -92,6 +102,28 @@ def parse_gpu_indices(text: str | None) -> list[int] | None:
 
 def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def attributed_line(attribution: dict[str, Any] | None, total_j: float | None) -> str | None:
+    """The table's `attributed` line: the command's estimated CPU share and energy, or None."""
+    if not attribution:
+        return None
+    parts = []
+    if attribution["cpu_share"] is not None:
+        parts.append(
+            f"cpu share {100 * attribution['cpu_share']:.1f} % ({attribution['command_cpu_s']:.2f} "
+            f"of {attribution['machine_busy_cpu_s']:.2f} busy CPU s)"
+        )
+    if attribution["attributed_total_j"] is not None and total_j is not None:
+        parts.append(
+            f"energy {_fmt(attribution['attributed_total_j'], 'J')} of {_fmt(total_j, 'J')}"
+        )
+    if not parts:
+        return None
+    return (
+        f"  attributed  {'  '.join(parts)} "
+        "(estimated by CPU time, not measured: summary attribution.method)"
+    )
 
 
 def format_table(summary: dict[str, Any], summary_path: Path) -> str:
@@ -139,6 +171,9 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
     for u in summary["utilization"]:
         if u["device"] in ("cpu",) or u["sensor"] == "nvml":
             lines.append(f"  util    {u['sensor']:<8} {u['device']:<10} {u['avg_pct']:.1f} %")
+    attributed = attributed_line(summary.get("attribution"), summary["total"]["energy_j"])
+    if attributed:
+        lines.append(attributed)
     for m in summary["missing"]:
         lines.append(f"  missing {m['sensor']}: {m['reason']}; fix: {m['fix']}")
     for w in summary.get("warnings", []):
@@ -157,8 +192,18 @@ def run_profile(
     samples_name: str,
     summary_name: str,
     quiet: bool,
+    report: bool = False,
+    write_page: PageWriter | None = None,
 ) -> int:
-    """`greenkd profile`: run the command under the profiler, print the table; its exit code."""
+    """`greenkd profile`: run the command under the profiler, print the table; its exit code.
+
+    With `report`, the page is written once the command has ended (`write_page`); a page that
+    cannot be written is one line on stderr, and the exit code stays the command's.
+    """
+    if report and write_page is None:
+        raise GreenkdError(
+            "--report needs the greenkd command's page writer (run `greenkd profile`)"
+        )
     if gpus is not None:
         used_gpus, warnings = parse_gpu_indices(gpus), []
     else:
@@ -184,6 +229,14 @@ def run_profile(
     if not quiet:
         summary = json.loads((out / summary_name).read_text())
         print(format_table(summary, out / summary_name), file=sys.stderr)
+    if report and write_page is not None:
+        try:
+            page = write_page(out, summary_name)
+        except GreenkdError as exc:
+            print(f"greenkd: error: no page written: {exc}", file=sys.stderr)
+        else:
+            if not quiet:
+                print(f"greenkd profile: page -> {page}", file=sys.stderr)
     return code
 
 
@@ -275,17 +328,18 @@ def parse_plain(
     return values, rest
 
 
-def run_fast(argv: Sequence[str]) -> int | None:
+def run_fast(argv: Sequence[str], write_page: PageWriter | None = None) -> int | None:
     """Run `profile ...` or `sensors ...` (argv without the program) and return the exit code.
 
     None, having done nothing, where typer must take the arguments (see `parse_plain`).
+    `write_page` writes the page of `profile --report`.
     """
     if argv and argv[0] == "profile":
         parsed = parse_plain(argv[1:], PROFILE_OPTIONS, command=True)
         if parsed is None:
             return None
         values, command = parsed
-        return run_profile(command, **values)
+        return run_profile(command, **values, write_page=write_page)
     if argv and argv[0] == "sensors":
         parsed = parse_plain(argv[1:], SENSORS_OPTIONS, command=False)
         if parsed is None:
@@ -295,8 +349,11 @@ def run_fast(argv: Sequence[str]) -> int | None:
     return None
 
 
-def register(app: Any) -> None:
-    """Add `profile` and `sensors` to a typer app (typer is imported only here)."""
+def register(app: Any, write_page: PageWriter | None = None) -> None:
+    """Add `profile` and `sensors` to a typer app (typer is imported only here).
+
+    `write_page` writes the page of `profile --report`.
+    """
     import typer
 
     def option(spec: Option) -> Any:
@@ -316,6 +373,7 @@ def register(app: Any) -> None:
         samples_name: str = option(p["samples_name"]),
         summary_name: str = option(p["summary_name"]),
         quiet: bool = option(p["quiet"]),
+        report: bool = option(p["report"]),
     ) -> None:
         """Run a command under the profiler: samples.csv, marks.csv and summary.json in --out; exits with its code."""
         raise typer.Exit(
@@ -329,6 +387,8 @@ def register(app: Any) -> None:
                 samples_name=samples_name,
                 summary_name=summary_name,
                 quiet=quiet,
+                report=report,
+                write_page=write_page,
             )
         )
 

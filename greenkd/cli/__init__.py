@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from greenkd.errors import GreenkdError
@@ -35,12 +36,20 @@ def build_app() -> Any:
         add_completion=False,
     )
     # `greenkd profile -- CMD` and `greenkd sensors` (profilers/cli.py; no TensorFlow on this path).
-    profilers_cli.register(app)
+    profilers_cli.register(app, write_page=write_profile_page)
     # `greenkd distill`, `greenkd targets`, `greenkd teacher train` (distill.py), `greenkd sweep`
     # (sweep.py), `greenkd report` (report.py), `greenkd plan` (plan.py).
     for commands in (distill, sweep, report, plan):
         commands.register(app)
     return app
+
+
+def write_profile_page(out: Path, summary_name: str) -> Path:
+    """`greenkd profile --report`'s page, `<out>/report.html`: the profiler's layer sits below the
+    report's, so the command passes this in; pandas and plotly load here, after the command ended."""
+    from greenkd.report.profile import write_profile_page as write_page
+
+    return write_page(out, summary_name=summary_name)
 
 
 def __getattr__(name: str) -> Any:
@@ -57,7 +66,7 @@ def _run(argv: list[str]) -> None:
     if argv[:1] and argv[0] in _FAST_COMMANDS:
         from profilers.cli import run_fast
 
-        code = run_fast(argv)
+        code = run_fast(argv, write_page=write_profile_page)
         if code is not None:
             sys.exit(code)
     __getattr__("app")()

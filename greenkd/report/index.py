@@ -60,6 +60,8 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
         card["href"] = f"{card_path.parent.name}/report.html"
         cards.append(card)
     cards.sort(key=lambda c: -(c.get("created_ts") or 0))
+    profiles = [c for c in cards if c.get("kind") == "profile"]
+    cards = [c for c in cards if c.get("kind") != "profile"]
     rows = "".join(
         f"<tr><td><a href='{html.escape(c['href'])}'>{html.escape(str(c['sweep']))}</a></td>"
         f"<td>{when(c.get('created_ts'))}</td><td class='num'>{c.get('usable', 0)} / {c.get('runs', 0)}</td>"
@@ -69,11 +71,17 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
         for c in cards
     )
     body = (
-        "<header><h1>greenkd reports</h1><p class='sub'>One report per sweep; each file opens offline.</p></header>"
-        "<section><table class='tbl'><thead><tr><th>sweep</th><th>started</th><th>usable / runs</th>"
-        f"<th>devices</th><th>best speedup</th><th>best greenup</th><th>report written</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        "<header><h1>greenkd reports</h1><p class='sub'>One report per sweep and one page per "
+        "profile; each file opens offline.</p></header><section>"
     )
+    if cards or not profiles:
+        body += (
+            "<table class='tbl'><thead><tr><th>sweep</th><th>started</th><th>usable / runs</th>"
+            f"<th>devices</th><th>best speedup</th><th>best greenup</th><th>report written</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    if profiles:
+        body += profile_table(profiles)
     if problems:
         body += (
             "<h3>Not reported</h3><ul>"
@@ -84,3 +92,28 @@ def write_index(out: str | Path, problems: list[str] | None = None) -> Path:
     path = out / "index.html"
     write_text_atomic(path, page_html("greenkd reports", body))
     return path
+
+
+def profile_table(cards: list[dict[str, Any]]) -> str:
+    """The profiles' pages (cards written by `greenkd.report.profile`), newest first."""
+    rows = "".join(
+        f"<tr><td><a href='{html.escape(c['href'])}'>{html.escape(str(c.get('profile')))}</a></td>"
+        f"<td>{when(c.get('created_ts'))}</td>"
+        f"<td class='num'>{_number(c.get('duration_s'), '{:,.1f} s')}</td>"
+        f"<td>{html.escape(str(c.get('status') or '—'))}</td>"
+        f"<td class='num'>{_number(c.get('energy_j'), '{:,.1f} J')}</td>"
+        f"<td><code>{html.escape(str(c.get('command') or 'Python block'))}</code></td>"
+        f"<td class='num'>{_number(c.get('exit_code'), '{}')}</td>"
+        f"<td>{when(c.get('generated_ts'))}</td></tr>"
+        for c in cards
+    )
+    return (
+        "<h3>Profiles</h3><table class='tbl'><thead><tr><th>profile</th><th>started</th>"
+        "<th>duration</th><th>status</th><th>node energy</th><th>command</th><th>exit code</th>"
+        f"<th>page written</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _number(value: Any, form: str) -> str:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return form.format(value) if ok else "—"

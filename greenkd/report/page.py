@@ -114,6 +114,11 @@ def notice(text: str) -> str:
     return f"<p class='notice'>{html.escape(text)}</p>"
 
 
+def notes_notice(shared: list[str]) -> str:
+    """What every row of a table would say (greenkd.analysis.shared_notes), said once above it."""
+    return notice(f"In every row: {'; '.join(shared)}.") if shared else ""
+
+
 def section(sid: str, title: str, intro: str, body: str) -> str:
     """A section of the page; `intro` is HTML (sub- and superscripts), the title is escaped."""
     return f"<section id='{sid}'><h2>{html.escape(title)}</h2><p class='intro'>{intro}</p>{body}</section>"
