@@ -25,6 +25,9 @@ BACKENDS = ("local", "mpi", "dask")
 BLOCKS = ("a", "b", "c", "d")
 ACCEPTANCE = ("target", "threshold")
 FINETUNE_LAYERS = ("blocks", "all")
+JIT = ("off", "on", "auto")
+# --jit as Keras's compile() takes it
+JIT_COMPILE: dict[str, bool | str] = {"off": False, "on": True, "auto": "auto"}
 _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|)$")
 
 
@@ -87,6 +90,9 @@ class RunConfig:
     teacher_patience: int = 6  # epochs without a val top-1 gain before the teacher stops
     # layer tasks (paper §3.1, §4.1.6)
     block: str = "a"
+    # A target whose block has more params or more FLOPs than its conv is skipped (no task), so a
+    # student never grows; True replaces every target, as the paper does (its presets set it)
+    replace_growing: bool = False
     epochs: int = 6  # the cap per task: a good-enough block stops earlier (`patience`)
     eval_every: int = 2
     # evaluations without a spliced top-1 or MSE gain before a block that meets the acceptance
@@ -120,6 +126,10 @@ class RunConfig:
     sched: str = "rr"
     backend: str = "local"
     fuse: bool = True  # one teacher pass per batch for all of a worker's tasks; False = the paper's
+    # XLA: "off" and "on" mean the same on every device; "auto" is Keras's choice (XLA on GPUs,
+    # not on CPUs with TensorFlow). Off by default: the same graph on CPU and GPU, and no
+    # compilation in the task times.
+    jit: str = "off"
     data_threads: DataThreads = field(default_factory=DataThreads)
     timings: str | None = None
     allow_oversubscribe: bool = False
@@ -190,6 +200,11 @@ class RunConfig:
                 f"--teacher-patience must be >= 1, got {self.teacher_patience}",
             ),
             (self.patience >= 0, f"--patience must be >= 0, got {self.patience}"),
+            (
+                isinstance(self.replace_growing, bool),
+                f"replace_growing must be true or false, got {self.replace_growing!r}",
+            ),
+            (self.jit in JIT, f"--jit must be one of {', '.join(JIT)}, got {self.jit!r}"),
             (
                 self.finetune_layers in FINETUNE_LAYERS,
                 f"--finetune-layers must be one of {', '.join(FINETUNE_LAYERS)}, "

@@ -556,8 +556,33 @@ def training_batches(
     )
 
 
+VAL_BATCH = 256
+
+
 def validation_batches(source: Source, cfg, preprocess_mode: str) -> tf.data.Dataset:
-    """The validation split in batches of 256, for top-1 measurements."""
-    return pipeline(
-        source, "val", batch_size=256, preprocess_mode=preprocess_mode, threads=cfg.data_threads
+    """The validation split as (images, labels, weights) in batches of one shape, for top-1.
+
+    Batches of 256 (the whole split when smaller). **Decision: pad, not drop.** The last batch
+    is filled up with copies of the first images weighted 0, so that a compiled evaluation step
+    is traced once (a ragged last batch retraces it, and under XLA recompiles it) while every
+    validation image counts once and the padding not at all (weighted metrics; see
+    `greenkd.distill.train.evaluate_accuracy` and `branch_accuracies`).
+    """
+    if preprocess_mode not in PREPROCESS_MODES:
+        raise GreenkdError(
+            f"unknown preprocessing {preprocess_mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
+        )
+    n = source.sizes["val"]
+    batch = max(1, min(VAL_BATCH, n))
+    pad = (-n) % batch
+    ds = source.split("val").map(lambda x, y: (x, y, tf.constant(1.0)))
+    if pad:
+        fill = source.split("val").repeat().take(pad)
+        ds = ds.concatenate(fill.map(lambda x, y: (x, y, tf.constant(0.0))))
+    parallel = cfg.data_threads.parallel_calls or tf.data.AUTOTUNE
+    ds = ds.batch(batch).map(
+        lambda x, y, w: (preprocess(x, preprocess_mode), y, w),
+        num_parallel_calls=parallel,
+        deterministic=True,
     )
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(thread_options(cfg.data_threads))

@@ -300,7 +300,9 @@ def train_teacher(
     model.compile(
         optimizer=keras.optimizers.Adam(teacher_lr(cfg)),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        # weighted: the validation batches' padding weighs 0 (data.validation_batches)
+        weighted_metrics=["accuracy"],
+        jit_compile={"off": False, "on": True, "auto": "auto"}[cfg.jit],
     )
     model.fit(
         train,

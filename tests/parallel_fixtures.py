@@ -89,6 +89,7 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
         "epochs": 4,
         "eval_every": 4,
         "acceptance": "threshold",  # the per-block rule these tests assert; target adds fine-tunes
+        "replace_growing": True,  # five tasks: conv1 (3 -> 8 channels) has a larger block
         "accept_max_drop": 0.05,
         "finetune_epochs": 0,
         "gpus": 2,

@@ -28,6 +28,7 @@ TINY_RUN = {
     "eval_every": 2,
     "finetune_epochs": 1,
     "acceptance": "threshold",  # the per-block rule: target mode would add fine-tunes to each run
+    "replace_growing": True,  # three tasks: conv0 (3 -> 8 channels) has a larger block
 }
 
 

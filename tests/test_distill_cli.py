@@ -31,6 +31,7 @@ TINY = [
     "1",
     "--acceptance",  # the per-block rule the end-to-end test asserts; target adds fine-tunes
     "threshold",
+    "--replace-growing",  # all 13 convs, as tiny_setup (the first three have larger blocks)
     "--quiet",
 ]
 
@@ -123,6 +124,90 @@ def test_model_without_compressible_layers_is_a_user_error(tmp_path):
     assert "no compressible layer" in proc.stderr
     proc = run("targets", str(model))
     assert proc.returncode == 2 and "no compressible layer" in proc.stderr
+
+
+def _stem_only_model(path):
+    """One compressible layer, 3 -> 8 channels: its block (295 params) is larger (224)."""
+    from greenkd.tfsetup import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 1, name="mix")(x))
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+    return path
+
+
+def test_a_model_whose_only_compressible_layer_grows_exits_2_naming_it_and_the_flag(tmp_path):
+    model = _stem_only_model(tmp_path / "stem.keras")
+    out = tmp_path / "run"
+    proc = run(
+        "distill", "--model", str(model), "--n-train", "64", "--n-val", "32", "--out", str(out)
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert "no compressible layer" in errors[0] and "stem: block a is larger" in errors[0]
+    assert "params 224 -> 295" in errors[0] and "--replace-growing" in errors[0]
+    assert (
+        not (out / "tasks.csv").exists() or len((out / "tasks.csv").read_text().splitlines()) <= 1
+    )
+
+
+def test_the_run_table_names_the_layers_skipped_for_a_larger_block():
+    from rich.console import Console
+
+    from greenkd.cli.progress import summary_table
+
+    summary = {
+        "teacher_params": 231_218,
+        "student_params": 71_600,
+        "teacher_flops": 10_175_744,
+        "student_flops": 3_690_000,
+        "teacher_accuracy": 0.998,
+        "student_accuracy": 0.996,
+        "accepted": [f"b{i}" for i in range(12)],
+        "n_targets": 12,
+        "seconds": {"total": 100.0},
+        "skipped_targets": [{"name": "block1_conv1", "reason": "block a is larger"}],
+    }
+    console = Console(width=120, record=True)
+    console.print(summary_table(summary))
+    row = next(line for line in console.export_text().splitlines() if "skipped" in line)
+    assert "block1_conv1" in row and "block larger than conv" in row
+    del summary["skipped_targets"]  # a run with nothing skipped has no such row
+    console = Console(width=120, record=True)
+    console.print(summary_table(summary))
+    assert "skipped" not in console.export_text()
+
+
+@pytest.mark.slow
+def test_a_default_run_skips_the_growing_convs_and_its_summary_says_which_and_why(
+    tmp_path, tiny_setup, tiny_cfg
+):
+    """At width 1/16 the blocks of the first three convs have more params than the convs: a run
+    without --replace-growing trains the other ten only (~15 s, one epoch each)."""
+    from greenkd.distill.run import distill
+    from greenkd.distill.setup import prepare
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg.replace(
+        replace_growing=False, epochs=1, finetune_epochs=0, accept_max_drop=1.0, out=str(out)
+    )
+    setup = prepare(cfg)  # the session's cached teacher
+    grow = ["block1_conv1", "block1_conv2", "block2_conv1"]
+    assert [s.target.name for s in setup.skipped] == grow
+    assert setup.names == tuple(t.name for t in tiny_setup.targets if t.name not in grow)
+    distill(cfg, setup=setup)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["n_targets"] == 10 and summary["n_skipped"] == 3
+    assert [s["name"] for s in summary["skipped_targets"]] == grow
+    for s in summary["skipped_targets"]:
+        assert s["params_after"] > s["params_before"] and s["reason"].startswith("block a is")
+    rows = list(csv.DictReader((out / "tasks.csv").open()))
+    assert [r["task"] for r in rows] == list(setup.names)  # no time spent on the skipped ones
+    assert not set(grow) & set(summary["accepted"] + summary["rejected"])
+    assert summary["student_params"] < summary["teacher_params"]
 
 
 def test_interrupted_run_keeps_finished_tasks_and_says_partial(tmp_path, tiny_setup):

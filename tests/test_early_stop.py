@@ -57,6 +57,7 @@ def setup(tmp_path_factory):
         lr=0.003,
         accept_max_drop=1.0,
         acceptance="threshold",
+        replace_growing=True,  # "hard" (3 -> 8 channels) has a larger block
         out=str(tmp_path_factory.mktemp("run")),
     )
     return prepare(cfg)

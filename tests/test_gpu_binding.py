@@ -139,7 +139,7 @@ def test_every_process_of_a_run_sees_only_its_gpu_when_its_framework_loads(
     done = subprocess.run(
         [sys.executable, "-m", "greenkd", "distill", "--model", str(two_conv_teacher),
          "--n-train", "32", "--n-val", "16", "--batch-size", "16", "--epochs", "1",
-         "--finetune-epochs", "0", "--acceptance", "threshold", "--gpus", "2",
+         "--finetune-epochs", "0", "--acceptance", "threshold", "--gpus", "2", "--replace-growing",
          "--sched", "rr", "--backend", backend, "--quiet", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
@@ -176,7 +176,8 @@ def test_the_sweeps_teacher_child_sees_one_gpu_when_its_framework_loads(
     monkeypatch.setenv("GREENKD_FAKE_NVML", str(spec))
     monkeypatch.setenv("GREENKD_FRAMEWORK_ENV_LOG", str(log))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{UUIDS[1]},{UUIDS[0]}")
-    cfg = RunConfig(model=str(two_conv_teacher), n_train=32, n_val=16)
+    # both 4-channel convs are smaller than their blocks: tasks only with replace_growing
+    cfg = RunConfig(model=str(two_conv_teacher), n_train=32, n_val=16, replace_growing=True)
     result = prepare_teacher(cfg, tmp_path, Console(quiet=True), sys.executable)
     assert result["n_targets"] == 2
     [child] = [json.loads(line) for line in log.read_text().splitlines()]

@@ -260,3 +260,69 @@ def test_report_reads_what_the_real_profiler_writes(tmp_path):
     timeline = next(f for f in report.figures if f.layout.title.text.endswith("run cpu-n2"))
     cpu = next(t for t in timeline.data if t.name == "CPU (all)")
     assert len(cpu.y) >= 8 and max(cpu.y) > 30  # a busy core shows on a 2-core machine
+
+
+def _section_text(page: str, sid: str) -> str:
+    found = re.search(rf"<section id='{sid}'>(.*?)</section>", page, flags=re.S)
+    assert found, sid
+    return _text(found.group(1))
+
+
+def test_a_reason_every_row_shares_is_stated_once_and_row_notes_keep_what_differs(tmp_path):
+    """The default sweep's shape on a machine without energy sensors: six runs, one reason."""
+    specs = [
+        RunSpec(
+            name=f"g{n}-{sched}-t{threads}",
+            gpus=n,
+            sched=sched,
+            threads=threads,
+            device_kind="cpu",
+            energy_sensors=False,
+            task_seconds=[6.0, 4.0, 3.0, 5.0],
+        )
+        for threads in ("autotune", "4")
+        for n, sched in ((1, "rr"), (2, "rr"), (2, "binpack"))
+    ]
+    report = build_report(load_sweep(write_sweep(tmp_path, "default", specs)))
+    reason = "no energy sensor: msr: no /dev/cpu/0/msr"
+    scaling = _section_text(report.html, "scaling")
+    assert scaling.count(reason) == 1
+    assert f"In every row: energy not measured ({reason}" in scaling
+    # what differs per row stays in its row: binpack's groups borrow rr's 1-device run
+    assert scaling.count("the 1-device run shared by every scheduler") == 2
+    assert _section_text(report.html, "energy").count(reason) == 1
+    # the analysis table itself still says it in every row, for scripts
+    assert report.scaling["note"].str.contains(reason, regex=False).all()
+
+
+@pytest.mark.slow
+def test_a_48_run_sweep_gives_a_report_under_8_mb_built_in_under_15_cpu_seconds(
+    tmp_path, record_property
+):
+    """4 schedulers x 1, 2, 4 GPUs x 2 thread settings x 2 repeats, 13 tasks each, every run
+    profiled at 1 Hz for 1.5-5 minutes (~12k sample rows per 1-GPU run): the file stays small
+    (plotly.js, 4.8 MB, inlined once is most of it) and quick to build. Time is this process's
+    CPU time, so a busy machine cannot make it fail; 2.2 s here on 2 cores (Intel Xeon)."""
+    specs = [
+        RunSpec(
+            name=f"g{n}-{sched}-t{threads}-r{r}", gpus=n, sched=sched, threads=threads, repeat=r
+        )
+        for sched in ("rr", "binpack", "ws", "opt")
+        for n in (1, 2, 4)
+        for threads in ("autotune", "4")
+        for r in (0, 1)
+    ]
+    sweep = write_sweep(tmp_path / "results", "big", specs)
+    cpu = time.process_time()
+    path = write_report(sweep, tmp_path / "reports")
+    cpu = time.process_time() - cpu
+    page = path.read_text()
+    size_mb = len(page.encode()) / 1e6
+    record_property("report_mb", round(size_mb, 2))
+    record_property("report_cpu_s", round(cpu, 2))
+    assert size_mb < 8.0, f"{size_mb:.2f} MB"
+    assert cpu < 15.0, f"{cpu:.1f} s of CPU"
+    assert page.count("plotly.js v") == 1
+    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//""", page)
+    runs = _section_text(page, "runs")
+    assert all(s.name in runs for s in specs)

@@ -76,7 +76,18 @@ def test_blocks_rank_by_params_saved_per_point_lost_and_a_free_block_is_charged_
 def test_ranking_by_flops_puts_the_flops_saver_first():
     ranked = choose.rank(BLOCKS, goal(rank_by="flops"))
     assert ranked[0][0].name == "conv1"  # 50k FLOPs for a free block
-    assert "conv6" in [b.name for b, _ in ranked]  # it saves 10 FLOPs, though no params
+    # it saves 10 FLOPs but has 50 more params: a block that grows on either count never helps
+    assert "conv6" not in [b.name for b, _ in ranked]
+
+
+def test_a_block_larger_on_either_count_is_never_a_candidate_whatever_is_ranked():
+    """The rule that skips growing targets (targets.split) is the one that ranks blocks."""
+    more_flops = choose.Block("wide", 6, 500, -1_000, 0.95)  # saves params, costs FLOPs
+    for rank_by in ("params", "flops"):
+        ranked = [b.name for b, _ in choose.rank([*BLOCKS, more_flops], goal(rank_by=rank_by))]
+        assert "wide" not in ranked and "conv6" not in ranked
+    assert choose.grows(500, -1_000) and choose.grows(-50, 10)
+    assert not choose.grows(0, 0) and not choose.grows(100, 50_000)
 
 
 def test_target_accuracy_picks_the_largest_prefix_whose_fine_tuned_top1_meets_the_target():

@@ -79,6 +79,84 @@ def test_targets_command_json_counts():
         } <= set(first)
 
 
+def first_conv_only_model(path):
+    """A model whose one compressible layer is a 3 -> 8 channel conv: any block is larger."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = keras.layers.Conv2D(16, 1, name="mix1x1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+    return path
+
+
+def test_a_target_whose_block_is_larger_is_skipped_unless_replace_growing(vgg):
+    found = tg.find(models.vgg16(width=1.0))
+    first = found[0]  # 3 -> 64 channels: 1,792 params and 3.5M FLOPs against 5,672 and 10M
+    assert first.params_after > first.params_before and first.flops_after > first.flops_before
+    kept, skipped = tg.split(found)
+    assert [s.target.name for s in skipped] == ["block1_conv1"]
+    assert [t.name for t in kept] == [t.name for t in found[1:]]
+    assert "params 1,792 -> " in skipped[0].reason and "FLOPs 3,538,944 -> " in skipped[0].reason
+    assert skipped[0].to_dict() == {
+        "name": "block1_conv1",
+        "reason": skipped[0].reason,
+        "params_before": first.params_before,
+        "params_after": first.params_after,
+        "flops_before": first.flops_before,
+        "flops_after": first.flops_after,
+    }
+    assert tg.split(found, replace_growing=True) == (found, [])
+    # more params alone is enough: at width 1/16 the first three blocks have more params only
+    kept, skipped = tg.split(tg.find(vgg))
+    assert [s.target.name for s in skipped] == ["block1_conv1", "block1_conv2", "block2_conv1"]
+    assert all("FLOPs" not in s.reason for s in skipped) and len(kept) == 10
+    for t in kept:  # the rule is the selection's: nothing kept grows on either count
+        assert t.params_after <= t.params_before and t.flops_after <= t.flops_before
+
+
+def test_targets_json_lists_every_candidate_and_says_which_are_replaced_and_why():
+    from typer.testing import CliRunner
+
+    from greenkd.cli import app
+
+    done = CliRunner().invoke(app, ["targets", "vgg16", "--width", "0.125", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["model"]["n_targets"] == len(report["targets"]) == 13
+    assert (report["model"]["n_replaced"], report["model"]["n_skipped"]) == (12, 1)
+    [skipped] = [t for t in report["targets"] if not t["replaced"]]
+    assert skipped["name"] == "block1_conv1" and skipped["params_after"] > skipped["params_before"]
+    assert skipped["skip_reason"] == "block a is larger than the conv (params 224 -> 295)"
+    assert all(t["skip_reason"] is None for t in report["targets"] if t["replaced"])
+    saved = sum(t["params_before"] - t["params_after"] for t in report["targets"] if t["replaced"])
+    assert report["model"]["params_saved"] == saved
+    done = CliRunner().invoke(
+        app, ["targets", "vgg16", "--width", "0.125", "--json", "--replace-growing"]
+    )
+    report = json.loads(done.stdout)
+    assert all(t["replaced"] for t in report["targets"]) and report["model"]["n_replaced"] == 13
+
+
+def test_targets_on_a_model_whose_only_compressible_layer_grows_lists_it_skipped(tmp_path):
+    from typer.testing import CliRunner
+
+    from greenkd.cli import app
+
+    model = first_conv_only_model(tmp_path / "stem.keras")
+    done = CliRunner().invoke(app, ["targets", str(model), "--json"])
+    assert done.exit_code == 0, done.output
+    [stem] = json.loads(done.stdout)["targets"]
+    assert stem["name"] == "stem" and stem["replaced"] is False
+    assert stem["skip_reason"].startswith("block a is larger than the conv (params 224 -> ")
+    done = CliRunner().invoke(app, ["targets", str(model)], env={"COLUMNS": "120"})
+    assert done.exit_code == 0, done.output
+    row = next(line for line in done.stdout.splitlines() if line.startswith("│ stem"))
+    assert "3x3 / 1" in row and "224 -> 295" in row
+    text = " ".join(done.stdout.split())  # the title and caption wrap
+    assert "skipped: more params" in done.stdout and "0 of 1 layers to replace" in text
+    assert "nothing to replace" in text and "--replace-growing replaces it anyway" in text
+
+
 def test_conv_cost_by_hand():
     inputs = keras.Input((8, 8, 4))
     conv = keras.layers.Conv2D(6, 3, padding="same", name="c")(inputs)

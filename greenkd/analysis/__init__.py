@@ -79,6 +79,7 @@ from greenkd.analysis.tables import (
     run_table,
     scaling_table,
     shared_baselines,
+    shared_notes,
     threads_label,
 )
 from greenkd.analysis.tasks import (
@@ -160,6 +161,7 @@ __all__ = [
     "sensors_missing",
     "sensors_used",
     "shared_baselines",
+    "shared_notes",
     "split_energy",
     "task_energy",
     "threads_label",

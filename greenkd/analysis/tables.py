@@ -238,6 +238,7 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                     if len(en) < len(gn) or len(e1) < len(base):
                         notes.append("energy from the repeats that have it")
             row["note"] = "; ".join(notes)
+            row["notes"] = tuple(notes)  # the same, one by one (`shared_notes`)
             rows.append(row)
     columns = [
         "group",
@@ -268,8 +269,23 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
         "tasks_makespan_s",
         "makespan_lb_s",
         "note",
+        "notes",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def shared_notes(table: pd.DataFrame) -> tuple[list[str], pd.Series]:
+    """The notes every row of a scaling (or energy) table has, and each row's other notes joined.
+
+    A reason all rows share (no energy sensor on the machine) is said once above the table, not
+    in every row; a table of one row keeps its notes.
+    """
+    if "notes" not in table.columns or len(table) < 2:
+        return [], table["note"] if "note" in table.columns else pd.Series(dtype=str)
+    lists = [tuple(n) if isinstance(n, tuple | list) else () for n in table["notes"]]
+    shared = [n for n in lists[0] if all(n in other for other in lists[1:])]
+    rest = ["; ".join(n for n in notes if n not in shared) for notes in lists]
+    return shared, pd.Series(rest, index=table.index, dtype=str)
 
 
 def layer_runtimes(sweep: SweepData) -> pd.DataFrame:

@@ -28,6 +28,7 @@ _FIELDS = (
     "teacher_epochs",
     "teacher_patience",
     "block",
+    "replace_growing",
     "epochs",
     "eval_every",
     "patience",
@@ -45,6 +46,7 @@ _FIELDS = (
     "sched",
     "backend",
     "fuse",
+    "jit",
     "timings",
     "allow_oversubscribe",
     "cores_per_device",
@@ -125,6 +127,12 @@ def distill_command(
     block: str = typer.Option(
         _D.block, help="Replacement block: a (2 sep. layers), b (3), c/d (with skip)."
     ),
+    replace_growing: bool = typer.Option(
+        _D.replace_growing,
+        "--replace-growing/--skip-growing",
+        help="Replace every target, even one whose block has more params or FLOPs than its "
+        "conv (the paper's); by default such a target is skipped, so the student never grows.",
+    ),
     epochs: int = typer.Option(
         _D.epochs, help="Most epochs per layer task (a good-enough block stops earlier)."
     ),
@@ -177,6 +185,10 @@ def distill_command(
         _D.fuse,
         help="One teacher pass per batch for all of a worker's tasks (same blocks, faster); "
         "--no-fuse: the paper's independent tasks.",
+    ),
+    jit: str = typer.Option(
+        _D.jit,
+        help="XLA: off or on (the same on every device), or auto (Keras's choice: GPUs only).",
     ),
     data_threads: str = typer.Option(
         "autotune", help="tf.data threads: autotune, or N parallel calls with intra-op 1."
@@ -267,33 +279,51 @@ def targets_command(
     image_size: int = typer.Option(32, help="Input side in pixels (zoo models)."),
     classes: int = typer.Option(10, help="Output classes (zoo models)."),
     block: str = typer.Option("a", help="Replacement block whose cost to report."),
+    replace_growing: bool = typer.Option(
+        False,
+        "--replace-growing",
+        help="As distill --replace-growing: count every target replaced, even one whose block "
+        "is larger than its conv.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """List the layers greenkd would replace, with their cost before and after (a dry run)."""
+    """List the layers greenkd would replace, with their cost before and after (a dry run).
+
+    Every compressible layer is listed; one whose block would be larger than it is marked
+    skipped, with why (`greenkd distill` leaves it as it is unless --replace-growing).
+    """
     from greenkd import models
-    from greenkd.distill.targets import find, model_flops, require_targets
+    from greenkd.distill.targets import find, model_flops, require_targets, split
 
     if model in models.ZOO:
         net = models.build(model, width=width, image_size=image_size, num_classes=classes)
     else:
         net = models.load_file(model)
     found = require_targets(find(net, block=block), model)
+    kept, skipped = split(found, block=block, replace_growing=replace_growing)
+    why = {s.target.name: s.reason for s in skipped}
     total = {
         "model": model,
         "params": net.count_params(),
         "flops": model_flops(net),
-        "n_targets": len(found),
-        "params_saved": sum(t.params_before - t.params_after for t in found),
-        "flops_saved": sum(t.flops_before - t.flops_after for t in found),
+        "n_targets": len(found),  # every compressible layer, replaced or not
+        "n_replaced": len(kept),
+        "n_skipped": len(skipped),
+        "params_saved": sum(t.params_before - t.params_after for t in kept),
+        "flops_saved": sum(t.flops_before - t.flops_after for t in kept),
     }
     if as_json:
-        typer.echo(json.dumps({"model": total, "targets": [t.to_dict() for t in found]}, indent=2))
+        rows = [
+            {**t.to_dict(), "replaced": t.name not in why, "skip_reason": why.get(t.name)}
+            for t in found
+        ]
+        typer.echo(json.dumps({"model": total, "targets": rows}, indent=2))
         return
     from rich.console import Console
 
     from greenkd.cli.progress import targets_table
 
-    Console().print(targets_table(found, total))
+    Console().print(targets_table(found, total, why))
 
 
 def teacher_train_command(

@@ -83,6 +83,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row(
         "blocks accepted", "", f"{len(summary['accepted'])} of {summary['n_targets']}", ""
     )
+    skipped = summary.get("skipped_targets") or []
+    if skipped:  # no task: their block would be larger than the conv (--replace-growing)
+        table.add_row(
+            "layers skipped", "", ", ".join(s["name"] for s in skipped), "block larger than conv"
+        )
     selection = summary.get("selection") or {}
     if selection.get("mode") == "target":
         table.add_row("target", _target_text(selection, t_a), _verdict(selection, s_a, t_a), "")
@@ -114,23 +119,50 @@ def diagnosis_lines(summary: dict[str, Any]) -> list[str]:
     return ["[yellow]diagnosis:[/]", *(f"  - {escape(c)}" for c in causes)] if causes else []
 
 
-def targets_table(targets, total: dict[str, Any]) -> Table:
+def targets_table(targets, total: dict[str, Any], skipped: dict[str, str] | None = None) -> Table:
+    """Every compressible layer with its cost before and after; `skipped` maps a layer left as it
+    is to why (its block would be larger)."""
+    skipped = skipped or {}
+    n_all, n_in = total["n_targets"], total.get("n_replaced", total["n_targets"])
+    count = f"{n_in} of {n_all}" if skipped else f"{n_all}"
     table = Table(
-        title=f"{total['model']}: {total['n_targets']} layers to replace "
+        title=f"{total['model']}: {count} layers to replace "
         f"({_si(total['params'])} params, {_si(total['flops'])}FLOPs per image)"
     )
     for col in ("layer", "k / s", "input -> output", "params", "FLOPs"):
         table.add_column(col, justify="left" if col in ("layer", "input -> output") else "right")
     for t in targets:
         table.add_row(
-            t.name,
+            f"{t.name}\n{_skip_cell(t)}" if t.name in skipped else t.name,
             f"{'x'.join(map(str, t.kernel))} / {t.strides[0]}",
             f"{'x'.join(map(str, t.input_shape))} -> {'x'.join(map(str, t.output_shape))}",
             f"{_si(t.params_before)} -> {_si(t.params_after)}",
             f"{_si(t.flops_before)} -> {_si(t.flops_after)}",
+            style="dim" if t.name in skipped else None,
         )
-    table.caption = (
-        f"replacing all: -{_si(total['params_saved'])} params, "
-        f"-{_si(total['flops_saved'])}FLOPs per image"
+    saved = f"-{_si(total['params_saved'])} params, -{_si(total['flops_saved'])}FLOPs per image"
+    if not skipped:
+        table.caption = f"replacing all: {saved}"
+        return table
+    rule = (
+        "skipped: its block has more params or FLOPs than the conv, so the student would grow; "
+        "--replace-growing replaces it anyway (the paper's)"
     )
+    if n_in:
+        table.caption = f"replacing {n_in}: {saved}\n{rule}"
+    else:
+        table.caption = f"nothing to replace, so `greenkd distill` stops\n{rule}"
     return table
+
+
+def _skip_cell(target) -> str:
+    """'skipped: more params', '... FLOPs' or '... params and FLOPs' than the conv."""
+    larger = [
+        what
+        for what, grew in (
+            ("params", target.params_after > target.params_before),
+            ("FLOPs", target.flops_after > target.flops_before),
+        )
+        if grew
+    ]
+    return f"skipped: more {' and '.join(larger)}"

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from greenkd.config import RunConfig
+from greenkd.config import JIT_COMPILE, RunConfig
 from greenkd.distill.select import passes_threshold
 from greenkd.distill.targets import Target, flatten, make_block
 from greenkd.tfsetup import keras
@@ -171,6 +171,7 @@ def compile_for_finetune(student: keras.Model, cfg: RunConfig, steps_per_epoch: 
         optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=JIT_COMPILE[cfg.jit],
     )
 
 

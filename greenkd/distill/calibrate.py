@@ -1,8 +1,9 @@
 """Calibration: a few timed training steps of every task, scaled to whole tasks (paper §3.3).
 
 The costs a run plans with when nothing was measured yet and `--calibrate` is given
-(greenkd.schedule.sources says which source wins). Timed in this process, on the
-data and teacher the tasks will use.
+(greenkd.schedule.sources says which source wins). Timed in the run's own process, on the
+data and teacher the tasks will use and on the first device's GPU (the process is bound to
+it), each timing waiting until the device has finished.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
     evals = max(1.0, epochs / cfg.eval_every)
     val_batch = next(iter(data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)))[0]
     forward = tf.function(lambda x: teacher(x, training=False))
-    forward(val_batch)
+    _done(forward(val_batch))
     started = time.perf_counter()
-    forward(val_batch)
+    _done(forward(val_batch))
     per_image_s = (time.perf_counter() - started) / int(val_batch.shape[0])
     eval_s = per_image_s * setup.source.sizes["val"]
 
@@ -56,17 +57,25 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
             return loss
 
         prefix = tf.function(lambda x, pairs=pairs: pairs(x, training=False))
-        step(images)
-        prefix(images)
+        _done(step(images))
+        _done(prefix(images))
         setup_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         for _ in range(steps):
-            step(images)
+            loss = step(images)
+        _done(loss)  # a GPU runs ops asynchronously: the clock stops when they are done
         step_s = (time.perf_counter() - t1) / steps
         t2 = time.perf_counter()
         for _ in range(steps):
-            prefix(images)
+            acts = prefix(images)
+        _done(acts)
         prefix_s = min(step_s, (time.perf_counter() - t2) / steps)
         seconds = setup_s + total_steps * step_s + evals * eval_s
         out.append(TaskCost(target.name, seconds, total_steps * prefix_s))
     return out
+
+
+def _done(result) -> None:
+    """Wait until the device has computed `result` (copying it to the host does)."""
+    for tensor in tf.nest.flatten(result):
+        tensor.numpy()

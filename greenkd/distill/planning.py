@@ -35,6 +35,10 @@ def store_key(setup: Setup, devices: Sequence[Device]) -> str:
         "budget": cfg.budget,
         "data_threads": cfg.data_threads.label,
     }
+    if cfg.budget is not None:
+        # a task's share of the budget, so its time, depends on how many tasks share it, and
+        # skipping growing targets changes that (without a budget a task's time does not)
+        settings["replace_growing"] = cfg.replace_growing
     return schedule.timing_key(cfg.model, cfg.dataset, settings, hardware_label(list(devices)))
 
 

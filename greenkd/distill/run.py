@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
-from greenkd.devices import Device, confined_to, run_devices
+from greenkd.devices import GPU_MEMORY_ENV, Device, confined_to, run_devices
 from greenkd.distill import assemble as asm
 from greenkd.distill import planning
 from greenkd.distill import select as choose
 from greenkd.distill.setup import LayerTasks, Setup, prepare
 from greenkd.distill.student import aim, finetune, select_blocks, selection_goal
 from greenkd.distill.targets import Target, model_flops
-from greenkd.distill.train import evaluate_accuracy
+from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors import select
 from greenkd.executors.base import Executor, Progress, TaskResult, Work
@@ -61,6 +61,7 @@ def task_row(result: TaskResult, target: Target, accepted: bool) -> dict[str, An
         "seconds_setup": result.seconds_setup,
         "seconds_train": result.seconds_train,
         "seconds_eval": result.seconds_eval,
+        "seconds_compile": result.seconds_compile,
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "stop": result.stop,
@@ -93,9 +94,11 @@ def distill(
     source = LayerTasks(cfg)
     if executor is None:
         executor = select(cfg, devices, source)
-    if devices[0].kind == "gpu" and len(devices) > 1:
-        # this process assembles and fine-tunes; it must not take the GPU memory workers need
-        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if devices[0].kind == "gpu":
+        # this process assembles and fine-tunes beside worker 0: memory as it needs it (the CLI
+        # has bound it to that GPU already; an in-process caller gets the memory policy here)
+        for key, value in GPU_MEMORY_ENV.items():
+            os.environ.setdefault(key, value)
     run = RunDir(cfg.out)
     run.create(
         cfg,
@@ -116,6 +119,7 @@ def distill(
         "devices": [d.label for d in devices],
         "backend": cfg.backend,
         "sched": cfg.sched,
+        "jit": cfg.jit,
         "tasks_done": 0,
     }
     results: dict[str, TaskResult] = {}
@@ -138,13 +142,21 @@ def distill(
             teacher_train_seconds=teacher.seconds,
             teacher_training=teacher.training_record(),  # how it stopped; None for a user's file
             n_targets=len(setup.targets),
+            # convs left as they are, their block being larger (none with replace_growing)
+            n_skipped=len(setup.skipped),
+            skipped_targets=[s.to_dict() for s in setup.skipped],
         )
         by_name = {t.name: t for t in setup.targets}
         plan = planning.plan_for(setup, devices)
         summary["plan"] = {**plan.to_dict(), "devices": [d.label for d in devices]}
         run.write_plan(summary["plan"])
 
-        reporter.phase("tasks", f"{len(setup.targets)} layer tasks on {len(devices)} device(s)")
+        skipped = ", ".join(s.target.name for s in setup.skipped)
+        reporter.phase(
+            "tasks",
+            f"{len(setup.targets)} layer tasks on {len(devices)} device(s)"
+            + (f"; skipped, block larger than the conv: {skipped}" if skipped else ""),
+        )
         reporter.tasks_started(len(setup.targets), cfg.epochs)
         t_tasks = time.perf_counter()
         for result in executor(Work(setup.names, plan, source, setup), devices, reporter):
@@ -160,6 +172,11 @@ def distill(
         if missing:
             raise GreenkdError(f"tasks finished without a result: {', '.join(missing)}")
         summary["timings_recorded"] = planning.record(setup, devices, results.values())
+        compiled = [
+            r.seconds_compile for r in results.values() if r.seconds_compile == r.seconds_compile
+        ]
+        # tracing and compiling inside the task phase, estimated per pass (tasks.csv: per task)
+        summary["seconds_compile_tasks"] = float(sum(compiled)) if compiled else None
 
         val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
         goal = selection_goal(cfg, setup, summary)
@@ -197,7 +214,7 @@ def distill(
             before = next(s for s in selection.sets if s.blocks == selection.chosen)
             before = before.accuracy_spliced
         else:
-            before = evaluate_accuracy(student, val)
+            before = evaluate_accuracy(student, val, jit_compile(cfg))
         seconds["assemble"] = time.perf_counter() - t_asm
 
         reporter.phase("finetune", f"{cfg.finetune_epochs} epoch(s), SGD + Nesterov")

@@ -116,6 +116,16 @@ class Selection:
         return out
 
 
+def grows(params_saved: int, flops_saved: int) -> bool:
+    """Whether a block has more parameters or more FLOPs than the conv it replaces.
+
+    Such a block can only make the student larger on one count, so it is never a layer task by
+    default (`greenkd.distill.targets.split`) nor a candidate set member in target mode (`rank`):
+    the one rule for "no smaller" (e.g. VGG16's first conv, 3 channels in, at any width).
+    """
+    return params_saved < 0 or flops_saved < 0
+
+
 def passes_threshold(
     accuracy: float,
     teacher_accuracy: float,
@@ -155,7 +165,8 @@ def by_threshold(blocks: Sequence[Block], goal: Goal) -> Selection:
 
 
 def rank(blocks: Sequence[Block], goal: Goal) -> list[tuple[Block, float]]:
-    """Blocks that save something, best first: saving per point of top-1 the block costs alone.
+    """Blocks that save what is ranked and grow nothing (`grows`), best first: saving per point
+    of top-1 the block costs alone.
 
     A block that costs nothing (or gains) is charged one validation image (at least 0.1 points),
     so among such blocks the bigger saving ranks first instead of all dividing by zero; the other
@@ -168,7 +179,7 @@ def rank(blocks: Sequence[Block], goal: Goal) -> list[tuple[Block, float]]:
         saved, other = (
             (b.flops_saved, b.params_saved) if by_flops else (b.params_saved, b.flops_saved)
         )
-        if saved <= 0 or not math.isfinite(b.accuracy):
+        if grows(b.params_saved, b.flops_saved) or saved <= 0 or not math.isfinite(b.accuracy):
             continue  # a block no smaller than its conv never helps
         cost_points = max(goal.teacher_accuracy - b.accuracy, floor) * 100
         scored.append((b, saved / cost_points, other))

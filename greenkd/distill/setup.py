@@ -21,7 +21,7 @@ from greenkd.executors.base import Progress, TaskResult
 if TYPE_CHECKING:
     from greenkd import data as data_mod
     from greenkd import models
-    from greenkd.distill.targets import Target
+    from greenkd.distill.targets import Skipped, Target
 
 
 @dataclass
@@ -31,8 +31,10 @@ class Setup:
     cfg: RunConfig
     source: data_mod.Source
     teacher: models.Teacher
-    targets: list[Target]
+    targets: list[Target]  # the layer tasks
     preprocess_mode: str
+    # compressible convs left as they are: their block would be larger (cfg.replace_growing)
+    skipped: list[Skipped] = field(default_factory=list)
     # under --budget: what this process may still spend on tasks (train.Allowance)
     allowance: Any = field(default=None, init=False, repr=False)
 
@@ -115,11 +117,15 @@ class LayerTasks:
 
 
 def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
-    """Load the data and the teacher (training and caching it if needed), find the targets."""
+    """Load the data and the teacher (training and caching it if needed), find the targets.
+
+    A target whose block would be larger than its conv is skipped unless cfg.replace_growing;
+    a model left with no target is a user error naming the skipped layers and the flag.
+    """
     from greenkd import data as data_mod
     from greenkd import models
-    from greenkd.distill.targets import find, require_targets
-    from greenkd.distill.train import evaluate_accuracy
+    from greenkd.distill.targets import find, require_targets, split
+    from greenkd.distill.train import evaluate_accuracy, jit_compile
 
     source = data_mod.load_for(cfg)
     if not train_teacher and cfg.model in models.ZOO and not models.teacher_path(cfg).is_file():
@@ -127,12 +133,14 @@ def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
     teacher = models.get_teacher(cfg, source)
     mode = models.preprocess_mode(cfg)
     _check_compatible(teacher.model, source, cfg)
-    targets = require_targets(find(teacher.model), cfg.model)
+    found = require_targets(find(teacher.model, block=cfg.block), cfg.model)
+    targets, skipped = split(found, block=cfg.block, replace_growing=cfg.replace_growing)
+    require_targets(targets, cfg.model, skipped)
     if teacher.accuracy != teacher.accuracy:  # NaN: a user's model with no recorded accuracy
         val = data_mod.validation_batches(source, cfg, mode)
-        accuracy = evaluate_accuracy(teacher.model, val)
+        accuracy = evaluate_accuracy(teacher.model, val, jit_compile(cfg))
         teacher = models.Teacher(teacher.model, accuracy, teacher.path, False, teacher.seconds)
-    return Setup(cfg, source, teacher, targets, mode)
+    return Setup(cfg, source, teacher, targets, mode, skipped)
 
 
 def _check_compatible(model: Any, source: data_mod.Source, cfg: RunConfig) -> None:

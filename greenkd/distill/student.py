@@ -14,7 +14,7 @@ from greenkd.config import RunConfig
 from greenkd.distill import assemble as asm
 from greenkd.distill import select as choose
 from greenkd.distill.setup import Setup
-from greenkd.distill.train import branch_accuracies, evaluate_accuracy
+from greenkd.distill.train import branch_accuracies, evaluate_accuracy, jit_compile
 from greenkd.executors.base import Progress, TaskResult
 from greenkd.tfsetup import keras
 
@@ -69,7 +69,9 @@ def select_blocks(
         every = dict.fromkeys(n for s in sets for n in s)  # one block layer, shared by its sets
         trained = asm.trained_blocks(teacher, setup.targets, weights(every), cfg.block)
         accuracies = branch_accuracies(
-            asm.set_branches(teacher, [{n: trained[n] for n in s} for s in sets]), val
+            asm.set_branches(teacher, [{n: trained[n] for n in s} for s in sets]),
+            val,
+            jit_compile(cfg),
         )
         for s, accuracy in zip(sets, accuracies, strict=True):
             reporter.phase("select", f"{len(s):>3} block(s) spliced in: top-1 {accuracy:.2%}")
@@ -117,4 +119,4 @@ def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
     asm.compile_for_finetune(student, cfg, steps)
     student.fit(train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return evaluate_accuracy(student, val)
+    return evaluate_accuracy(student, val, jit_compile(cfg))

@@ -2,7 +2,9 @@
 
 `find(model)` lists every Conv2D whose kernel is not 1x1 — the paper's
 compressible layers; a 1x1 convolution is already cheaper than a depthwise
-separable one. `make_block(target, kind)` builds the replacement:
+separable one. `split(targets)` leaves out, by default, a target whose block would be larger
+than its conv in params or FLOPs (VGG16's first conv), so a student never grows.
+`make_block(target, kind)` builds the replacement:
 
 - (a) two depthwise-separable layers (the paper's choice, Figure 3), each
   DepthwiseConv2D k x k -> BN -> ReLU -> 1x1 Conv2D -> BN -> ReLU; the first
@@ -22,8 +24,10 @@ values a ReLU-ended block never could (the reference code's bug).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from greenkd.distill.select import grows
 from greenkd.errors import GreenkdError
 from greenkd.tfsetup import keras
 
@@ -202,7 +206,73 @@ def _with_block_cost(target: Target, block: keras.Model) -> Target:
     return Target(**values)
 
 
-def require_targets(targets: list[Target], model_name: str) -> list[Target]:
+@dataclass(frozen=True)
+class Skipped:
+    """A compressible conv left as it is: its block would make the student larger."""
+
+    target: Target
+    reason: str
+
+    def to_dict(self) -> dict:
+        t = self.target
+        return {
+            "name": t.name,
+            "reason": self.reason,
+            "params_before": t.params_before,
+            "params_after": t.params_after,
+            "flops_before": t.flops_before,
+            "flops_after": t.flops_after,
+        }
+
+
+def growth(target: Target, block: str = "a") -> str | None:
+    """Why `target`'s block would make the student larger, or None when it would not.
+
+    A conv with few input channels (VGG16's first, 3 in) costs less than any block of two
+    depthwise-separable layers: at width 1 its block has 3.2x the params and 2.8x the FLOPs.
+    """
+    t = target
+    if not grows(t.params_before - t.params_after, t.flops_before - t.flops_after):
+        return None
+    larger = []
+    if t.params_after > t.params_before:
+        larger.append(f"params {t.params_before:,} -> {t.params_after:,}")
+    if t.flops_after > t.flops_before:
+        larger.append(f"FLOPs {t.flops_before:,} -> {t.flops_after:,}")
+    return f"block {block} is larger than the conv ({', '.join(larger)})"
+
+
+def split(
+    targets: list[Target], *, block: str = "a", replace_growing: bool = False
+) -> tuple[list[Target], list[Skipped]]:
+    """The targets that become layer tasks, and those skipped because their block would grow.
+
+    By default a student never grows: a target whose block has more params or more FLOPs than
+    its conv is no task at all. `replace_growing` (the paper's behaviour) makes every target a task.
+    """
+    if replace_growing:
+        return list(targets), []
+    kept: list[Target] = []
+    skipped: list[Skipped] = []
+    for t in targets:
+        reason = growth(t, block)
+        if reason is None:
+            kept.append(t)
+        else:
+            skipped.append(Skipped(t, reason))
+    return kept, skipped
+
+
+def require_targets(
+    targets: list[Target], model_name: str, skipped: Sequence[Skipped] = ()
+) -> list[Target]:
+    """`targets`, or a user error saying why there is nothing to replace."""
+    if not targets and skipped:
+        why = "; ".join(f"{s.target.name}: {s.reason}" for s in skipped)
+        raise GreenkdError(
+            f"{model_name} has no compressible layer a block would make smaller ({why}); "
+            "--replace-growing replaces it anyway (the paper's behaviour)"
+        )
     if not targets:
         raise GreenkdError(
             f"{model_name} has no compressible layer: greenkd replaces Conv2D layers whose "

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from greenkd import data as data_mod
-from greenkd.config import RunConfig
+from greenkd.config import JIT_COMPILE, RunConfig
 from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
@@ -113,23 +113,35 @@ def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
     return keras.Model(model_inputs(teacher), outputs, name="pairs")
 
 
-def _accuracy(model: keras.Model, val) -> float:
+def jit_compile(cfg: RunConfig) -> bool | str:
+    """`--jit` as Keras takes it: off and on mean the same on every device; auto is Keras's own
+    choice (XLA where it supports the device, which for TensorFlow means GPUs, not CPUs)."""
+    return JIT_COMPILE[cfg.jit]
+
+
+def evaluate_accuracy(model: keras.Model, val, jit: bool | str = False) -> float:
+    """Top-1 of `model` on validation batches of (images, labels, weights): weighted, so the
+    padding that gives every batch one shape counts for nothing."""
+    model.compile(
+        weighted_metrics=["accuracy"], loss="sparse_categorical_crossentropy", jit_compile=jit
+    )
     result = model.evaluate(val, verbose=0, return_dict=True)
     return float(result["accuracy"])
 
 
-def evaluate_accuracy(model: keras.Model, val) -> float:
-    """Top-1 of `model` on a batched (images, labels) dataset."""
-    model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy", jit_compile=False)
-    return _accuracy(model, val)
-
-
-def branch_accuracies(model: keras.Model, val) -> list[float]:
-    """Top-1 of each output of `model` on a batched (images, labels) dataset."""
-    labels = np.concatenate([np.asarray(y) for _, y in val])
-    outputs = model.predict(val.map(lambda x, y: x), verbose=0)
+def branch_accuracies(model: keras.Model, val, jit: bool | str = False) -> list[float]:
+    """Top-1 of each output of `model` on validation batches of (images, labels, weights)."""
+    labels, weights = [], []
+    for _, y, w in val:
+        labels.append(np.asarray(y))
+        weights.append(np.asarray(w))
+    real = np.concatenate(weights) > 0
+    labels = np.concatenate(labels)[real]
+    if not model.compiled:  # predict only (no loss, no optimizer); compiled once, traced once
+        model.compile(jit_compile=jit)
+    outputs = model.predict(val.map(lambda x, y, w: x), verbose=0)
     outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
-    return [float(np.mean(np.argmax(o, axis=-1) == labels)) for o in outputs]
+    return [float(np.mean(np.argmax(o[real], axis=-1) == labels)) for o in outputs]
 
 
 @dataclass
@@ -147,21 +159,53 @@ class _Task:
     stop: str = ""  # why it stopped: converged, cap, budget (interrupted: Ctrl-C)
 
 
+@dataclass
+class _Clock:
+    """A pass's epoch and evaluation times, per segment (a segment retraces its steps)."""
+
+    epochs: list[list[float]] = field(default_factory=list)  # training part of each epoch
+    evals: list[list[float]] = field(default_factory=list)
+
+    def segment(self) -> None:
+        self.epochs.append([])
+        self.evals.append([])
+
+    def compile_seconds(self) -> tuple[float, float]:
+        """(training, evaluation) seconds spent tracing and compiling, estimated as each
+        segment's first epoch (and first evaluation) beyond the median of the later ones;
+        NaN where no later one exists to compare with."""
+        out = []
+        for runs in (self.epochs, self.evals):
+            later = [t for seg in runs for t in seg[1:]]
+            if not later:
+                out.append(math.nan)
+                continue
+            steady = float(np.median(later))
+            out.append(sum(max(0.0, seg[0] - steady) for seg in runs if seg))
+        return out[0], out[1]
+
+
 class _PassCallback(keras.callbacks.Callback):
     """Per epoch: MSEs, the budget; every `eval_every` epochs (and at a stop): splice each
     active block in, keep its best weights, decide which blocks are done. When one is, the
     fit stops so that the pass can go on without it."""
 
     def __init__(self, tasks, active, spliced, val, cfg, cap, teacher_accuracy, allowance, clock,
-                 progress) -> None:  # fmt: skip
+                 progress, timing) -> None:  # fmt: skip
         super().__init__()
         self.tasks, self.active, self.spliced, self.val = tasks, active, spliced, val
         self.cfg, self.cap, self.teacher_accuracy = cfg, cap, teacher_accuracy
         self.allowance, self.clock, self.progress = allowance, clock, progress
+        self.timing = timing
         self.eval_seconds = 0.0
         self.last_eval = 0
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.timing.epochs[-1].append(time.perf_counter() - self.epoch_started)
         done = epoch + 1
         active = [self.tasks[i] for i in self.active]
         for j, task in enumerate(active):
@@ -183,7 +227,7 @@ class _PassCallback(keras.callbacks.Callback):
 
     def _evaluate(self, active: list[_Task], done: int) -> None:
         started = time.perf_counter()
-        accuracies = branch_accuracies(self.spliced, self.val)
+        accuracies = branch_accuracies(self.spliced, self.val, jit_compile(self.cfg))
         since = done - self.last_eval
         self.last_eval = done
         for task, acc in zip(active, accuracies, strict=True):
@@ -199,7 +243,8 @@ class _PassCallback(keras.callbacks.Callback):
             )
             if self.cfg.patience > 0 and good and task.stale >= self.cfg.patience:
                 task.stop = "converged"
-        self.eval_seconds += time.perf_counter() - started
+        self.timing.evals[-1].append(time.perf_counter() - started)
+        self.eval_seconds += self.timing.evals[-1][-1]
 
 
 def train_tasks(
@@ -331,6 +376,7 @@ def train_pass(
     for task, power in zip(tasks, powers, strict=True):
         task.power = power
     callback = None
+    timing = _Clock()
     t1 = time.perf_counter()
     epoch = 0
 
@@ -338,6 +384,9 @@ def train_pass(
         t2, end = time.perf_counter(), time.time()
         share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
         evaluated = callback.eval_seconds if callback is not None else 0.0
+        compile_train, compile_eval = timing.compile_seconds()
+        compiled = np.nansum([compile_train, compile_eval])
+        known = not (math.isnan(compile_train) and math.isnan(compile_eval))
         out = []
         for task in tasks:
             acc, best_epoch, weights = task.best
@@ -355,8 +404,9 @@ def train_pass(
                     mse_history=task.mse,
                     accuracy_history=task.history,
                     seconds_setup=(t1 - t0) * share,
-                    seconds_train=(t2 - t1 - evaluated) * share,
-                    seconds_eval=evaluated * share,
+                    seconds_train=(t2 - t1 - evaluated - np.nan_to_num(compile_train)) * share,
+                    seconds_eval=(evaluated - np.nan_to_num(compile_eval)) * share,
+                    seconds_compile=compiled * share if known else math.nan,
                     start=start,
                     end=end,
                     device=device,
@@ -376,12 +426,13 @@ def train_pass(
             if pairs is None:
                 pairs = pair_model(teacher, [tasks[i].target.name for i in active])
             trainer = _BlockTrainer(pairs, blocks)
-            trainer.compile(optimizer=optimizer)
+            trainer.compile(optimizer=optimizer, jit_compile=jit_compile(cfg))
             spliced = branches(teacher, {tasks[i].target.name: tasks[i].block for i in active})
             callback = _PassCallback(
                 tasks, active, spliced, val, cfg, cfg.epochs, teacher_accuracy, allowance,
-                t1, progress,
+                t1, progress, timing,
             )  # fmt: skip
+            timing.segment()
             callback.eval_seconds, callback.last_eval = eval_seconds, epoch
             trainer.fit(
                 stream(epoch * steps),  # the batches an unbroken stream gives from here on

@@ -38,8 +38,8 @@ class TaskResult:
     mse_history: list[float]  # mean training MSE per epoch
     accuracy_history: dict[int, float]  # epoch -> spliced top-1
     seconds_setup: float
-    seconds_train: float
-    seconds_eval: float
+    seconds_train: float  # training steps, tracing and compiling left out
+    seconds_eval: float  # spliced evaluations, tracing and compiling left out
     start: float  # Unix seconds, the one clock shared with the profiler
     end: float
     device: str = "cpu0"
@@ -48,6 +48,9 @@ class TaskResult:
     fused_group: str = ""  # non-empty when trained in one fused pass with others
     interrupted: bool = False  # cut short by Ctrl-C: `epochs` says how many it trained
     stop: str = ""  # why training stopped: converged, cap, budget, interrupted
+    # tracing and compiling of the training and evaluation steps, estimated as the first epoch
+    # (evaluation) of each segment beyond the median of the later ones; NaN: nothing to compare
+    seconds_compile: float = float("nan")
 
     @property
     def mse_best(self) -> float:

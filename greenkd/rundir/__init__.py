@@ -41,6 +41,7 @@ TASK_COLUMNS = (
     "seconds_setup",
     "seconds_train",
     "seconds_eval",
+    "seconds_compile",
     "epochs",
     "best_epoch",
     "stop",

@@ -60,9 +60,16 @@ def prepare_teacher(
     how = f", {training['epochs_run']} epochs, {training['stopped']}" if training else ""
     console.print(
         f"teacher {Path(result['path']).name} ({state}{how}): top-1 {result['accuracy']:.2%}, "
-        f"{result['n_targets']} layer tasks"
+        f"{result['n_targets']} layer tasks{_skipped_text(result)}"
     )
     return result
+
+
+def _skipped_text(result: dict) -> str:
+    skipped = [s["name"] for s in result.get("skipped_targets") or []]
+    if not skipped:
+        return ""
+    return f" ({', '.join(skipped)} skipped: block larger than the conv)"
 
 
 def teacher_env() -> dict[str, str]:
@@ -104,6 +111,8 @@ def teacher_main() -> None:
                 "training": setup.teacher.training_record(),
                 "n_targets": len(setup.targets),
                 "targets": [t.name for t in setup.targets],
+                # no task: their block would be larger than the conv (replace_growing)
+                "skipped_targets": [s.to_dict() for s in setup.skipped],
             },
         )
     except GreenkdError as exc:

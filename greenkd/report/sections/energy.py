@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from greenkd.analysis import energy_table
+from greenkd.analysis import energy_table, shared_notes
 from greenkd.report.page import (
     data_table,
     first_text,
@@ -13,6 +13,7 @@ from greenkd.report.page import (
     fmt_f2,
     fmt_int,
     fmt_range_kj,
+    notes_notice,
     notice,
     section,
 )
@@ -87,20 +88,25 @@ def render(ctx: Context) -> str:
             ),
         )
     kj = lambda v: f"{v / 1e3:,.2f}"  # noqa: E731
-    body += "<h3>Energy and greenup (Table 9)</h3>" + data_table(
-        table_df,
-        [
-            ("label", "group", str),
-            ("devices", "n", fmt_int),
-            ("repeats", "runs", fmt_int),
-            ("time_s", "time (s)", fmt_f1),
-            ("energy_j", "node energy (kJ)", kj),
-            (("energy_min_j", "energy_max_j"), "range (kJ)", fmt_range_kj),
-            ("power_w", "avg power (W)", fmt_f1),
-            ("greenup", "greenup", fmt_f2),
-            ("powerup", "powerup", fmt_f2),
-            ("note", "note", str),
-        ],
+    shared, rest = shared_notes(table_df)
+    body += (
+        "<h3>Energy and greenup (Table 9)</h3>"
+        + notes_notice(shared)
+        + data_table(
+            table_df.assign(note=rest),
+            [
+                ("label", "group", str),
+                ("devices", "n", fmt_int),
+                ("repeats", "runs", fmt_int),
+                ("time_s", "time (s)", fmt_f1),
+                ("energy_j", "node energy (kJ)", kj),
+                (("energy_min_j", "energy_max_j"), "range (kJ)", fmt_range_kj),
+                ("power_w", "avg power (W)", fmt_f1),
+                ("greenup", "greenup", fmt_f2),
+                ("powerup", "powerup", fmt_f2),
+                ("note", "note", str),
+            ],
+        )
     )
     body += "<h3>By domain (medians)</h3>" + data_table(
         table_df,

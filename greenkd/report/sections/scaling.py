@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from greenkd.analysis import shared_notes
 from greenkd.report.page import (
     data_table,
     first_text,
@@ -12,6 +13,7 @@ from greenkd.report.page import (
     fmt_f2,
     fmt_int,
     fmt_range1,
+    notes_notice,
     notice,
     section,
 )
@@ -81,8 +83,9 @@ def render(ctx: Context) -> str:
         if metric == "efficiency":
             fig.update_yaxes(rangemode="tozero")
         figs.append(b.div(fig, 440))
-    table = data_table(
-        scaling,
+    shared, rest = shared_notes(scaling)
+    table = notes_notice(shared) + data_table(
+        scaling.assign(note=rest),
         [
             ("label", "group", str),
             ("devices", "n", fmt_int),
