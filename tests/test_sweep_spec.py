@@ -305,3 +305,13 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path, args, says):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("greenkd: error: ")
     assert says in proc.stderr
     assert not (tmp_path / "res").exists()  # nothing started
+
+
+def test_the_gpu_preset_is_sized_for_one_gpu_at_the_papers_settings():
+    spec = SweepSpec.build("vgg16-cifar10-gpu")
+    assert spec.devices == (1, 2) and spec.allow_oversubscribe and spec.scheds == ("binpack",)
+    run = spec.run
+    assert (run.model, run.width, run.dataset, run.batch_size) == ("vgg16", 1.0, "cifar10", 256)
+    assert (run.epochs, run.finetune_epochs, run.teacher_epochs) == (30, 20, 60)
+    assert run.fuse and run.acceptance == "threshold"
+    check_devices(spec, Machine("gpu", 1, 16))  # two workers on the one GPU
