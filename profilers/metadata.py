@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from profilers.hostid import host_name
 from profilers.sensors.base import Sensor
 from profilers.sensors.topology import read_cpu_model
 
@@ -49,7 +49,7 @@ def greenkd_version() -> str | None:
 def collect_metadata(sensors: Iterable[Sensor]) -> dict[str, Any]:
     """Everything the summary records about where and with what the run was measured."""
     meta: dict[str, Any] = {
-        "host": socket.gethostname(),
+        "host": host_name(),
         "cpu_model": read_cpu_model() or platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "gpu_models": [],

@@ -34,6 +34,10 @@ def preflight(cfg: RunConfig) -> list[Device]:
         from greenkd.executors.mpi import check
 
         check(cfg)
+    elif cfg.hosts or cfg.hostfile:
+        from greenkd.executors.mpi import host_list
+
+        host_list(cfg)  # says they are for MPI
     return devices
 
 
@@ -53,7 +57,7 @@ def select(cfg: RunConfig, devices: list[Device], source: TaskSource) -> Executo
             return InlineExecutor()
         from greenkd.executors.local import LocalExecutor
 
-        return LocalExecutor(source, devices)
+        return LocalExecutor(source, devices, keep=True)  # kept for data-parallel fine-tuning
     if cfg.backend == "dask":
         from greenkd.executors.dask import DaskExecutor
 

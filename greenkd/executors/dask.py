@@ -46,6 +46,8 @@ from greenkd.executors.base import (
     check_plan,
     jobs,
 )
+from profilers.hostid import host_name, host_time
+from profilers.hosts import host_energy, measure_offset
 
 PROGRESS_TOPIC = "greenkd-progress"
 RESOURCE = "device"
@@ -78,9 +80,9 @@ def run_job(source: TaskSource, names: list[str]) -> list[TaskResult]:
     device: Device | None = _STATE.get("device")
     if _STATE.get("source") != source:
         if device is not None and "trainer" not in _STATE:
-            from greenkd.tfsetup import configure_tensorflow  # after binding
+            from greenkd.framework import configure  # after binding
 
-            configure_tensorflow(device)
+            configure(device)
         _STATE["trainer"] = source.load()
         _STATE["source"] = source
     label = device.label if device is not None else f"dask-{worker.name}"
@@ -97,6 +99,21 @@ def run_job(source: TaskSource, names: list[str]) -> list[TaskResult]:
     return list(_STATE["trainer"].train(names, label, EventProgress()))
 
 
+def start_host_sampler(run_dir: str, offset_s: float, hz: float) -> str:
+    """Start this host's one sampler in this worker (`client.run`); returns the host's name."""
+    from profilers.hosts import HostSampler
+
+    _STATE["sampler"] = HostSampler(run_dir, offset_s, hz=hz).start()
+    return host_name()
+
+
+def stop_host_sampler(offset_end_s: float) -> None:
+    """Stop the sampler this worker started (its last sample, profile.json)."""
+    sampler = _STATE.pop("sampler", None)
+    if sampler is not None:
+        sampler.stop(offset_end_s)
+
+
 # --------------------------------------------------------------------------- client side
 
 
@@ -111,6 +128,11 @@ class DaskExecutor:
         self.cfg = cfg
         self.lost_workers: list[dict[str, Any]] = []
         self._names: dict[str, list[str]] = {}  # Dask key -> the layer tasks it trains
+        # workers on several hosts: host -> the worker that samples it, and its clock offset
+        self._samplers: dict[str, str] = {}
+        self.clock_offsets: dict[str, float] = {}
+        self.hosts: dict[str, Any] | None = None  # profilers.hosts.host_energy, after the run
+        self._window_start: float | None = None
 
     def __call__(
         self, work: Work, devices: list[Device], progress: Progress
@@ -185,6 +207,7 @@ class DaskExecutor:
         resources = (
             {RESOURCE: 1} if all(RESOURCE in w.get("resources", {}) for w in workers) else None
         )
+        self._start_samplers(client, workers, work.source.cfg.out)
         events: queue.Queue = queue.Queue()
         client.subscribe_topic(PROGRESS_TOPIC, events.put)
         client.subscribe_topic("all", events.put)
@@ -241,13 +264,46 @@ class DaskExecutor:
                             f"dask task {', '.join(self._tasks(future.key))} failed: "
                             f"{type(exc).__name__}: {exc}"
                         ) from None
+                    for result in results:  # task times on the first host's clock
+                        offset = self.clock_offsets.get(result.host, 0.0)
+                        result.start, result.end = result.start + offset, result.end + offset
                     yield from results
         finally:
+            self._stop_samplers(client, work.source.cfg.out)
             self._drain(events, progress, label_of, pids)
             for topic in (PROGRESS_TOPIC, "all"):
                 with contextlib.suppress(Exception):  # the client may already be closing
                     client.unsubscribe_topic(topic)
             client.cancel(futures)
+
+    def _start_samplers(self, client, workers: list[dict[str, Any]], run_dir: str) -> None:
+        """Workers on several hosts: one sampler per host, in its first worker by name, before
+        the first task; its clock offset to this process's host measured first."""
+        addresses = [w["address"] for w in workers]
+        hosts = client.run(host_name, workers=addresses)
+        if len(set(hosts.values())) < 2:
+            return  # one host: the profiler around the run samples it
+        for address in addresses:
+            self._samplers.setdefault(hosts[address], address)
+        for host, address in self._samplers.items():
+            offset = -measure_offset(lambda a=address: client.run(host_time, workers=[a])[a])
+            self.clock_offsets[host] = offset
+            client.run(start_host_sampler, run_dir, offset, 1.0, workers=[address])
+        self._window_start = host_time()
+
+    def _stop_samplers(self, client, run_dir: str) -> None:
+        """After the last task: each live host's end offset, its sampler stopped, energy summed."""
+        if self._window_start is None:
+            return
+        end = host_time()  # before the samplers' last samples, so those cover the window
+        alive = set(client.scheduler_info(n_workers=-1)["workers"])
+        for address in self._samplers.values():
+            if address not in alive:
+                continue  # a lost host: its samples stay as it wrote them
+            offset = -measure_offset(lambda a=address: client.run(host_time, workers=[a])[a])
+            client.run(stop_host_sampler, offset, workers=[address], on_error="ignore")
+        self.hosts = host_energy(run_dir, self._window_start, end)
+        self._window_start = None
 
     def _tasks(self, key) -> list[str]:
         """The layer tasks of a Dask key (a fused key trains several)."""

@@ -42,10 +42,19 @@ from greenkd.config import RunConfig
 from greenkd.devices import Device, bind, plan_devices
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Progress, SilentProgress, TaskResult, Work, check_plan
+from profilers.hostid import host_name, host_time
+from profilers.hosts import (
+    OFFSET_EXCHANGES,
+    HostSampler,
+    host_energy,
+    measure_offset,
+    sampled_hosts,
+)
 
 T = TypeVar("T")
 
 POLL_S = 0.05
+CLOCK_TAG = 77  # point-to-point messages of the clock-offset exchanges
 # set by mpiexec/PMI in every rank: hydra (MPICH), Open MPI, PMIx launchers
 _RANK_ENV = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
@@ -66,12 +75,122 @@ def check(cfg: RunConfig) -> None:
             "--sched ws needs a dynamic backend: use --backend local or dask for work "
             "stealing; MPI runs static plans (rr, binpack, opt)"
         )
+    host_list(cfg)
+
+
+def host_list(cfg: RunConfig) -> list[str]:
+    """The hosts of `--hosts` or `--hostfile` (none: mpiexec's default, this host).
+
+    `--gpus` counts every device of the run, so each host gets gpus / hosts ranks (mpiexec
+    `-ppn`): the count must divide evenly.
+    """
+    if cfg.hosts and cfg.hostfile:
+        raise GreenkdError("give --hosts or --hostfile, not both")
+    if (cfg.hosts or cfg.hostfile) and cfg.backend != "mpi":
+        raise GreenkdError(
+            "--hosts and --hostfile are for --backend mpi; a Dask cluster's hosts are those of "
+            "its workers (start them there and give --scheduler-address)"
+        )
+    if cfg.hosts:
+        hosts = [h.strip() for h in cfg.hosts.split(",")]
+        if not all(hosts):
+            raise GreenkdError(f"--hosts {cfg.hosts!r} has an empty name: write h1,h2")
+    elif cfg.hostfile:
+        try:
+            lines = Path(cfg.hostfile).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GreenkdError(f"--hostfile {cfg.hostfile} cannot be read: {exc}") from None
+        # mpich's format: one host per line, optionally host:slots; # starts a comment
+        hosts = [ln.split("#")[0].split(":")[0].strip() for ln in lines]
+        hosts = [h for h in hosts if h]
+        if not hosts:
+            raise GreenkdError(f"--hostfile {cfg.hostfile} names no host")
+    else:
+        return []
+    if len(set(hosts)) != len(hosts):
+        raise GreenkdError(f"a host is named twice in {cfg.hosts or cfg.hostfile}")
+    if cfg.gpus % len(hosts):
+        raise GreenkdError(
+            f"--gpus {cfg.gpus} does not split evenly over {len(hosts)} hosts: --gpus counts "
+            f"every device of the run (a multiple of {len(hosts)})"
+        )
+    return hosts
 
 
 def _sleep_until(request) -> None:
     """Wait for a non-blocking MPI request without MPI's busy poll (the core stays free)."""
     while not request.Test():
         time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------- host samplers
+
+
+class _Hosts:
+    """One sampler per host on a run whose ranks sit on several hosts (`profilers.hosts`).
+
+    Collective: every rank enters `start` and `stop`. The lowest rank of each host samples it;
+    its clock offset to rank 0's host is measured by a few round trips with rank 0, at start
+    and at end. Rank 0 learns every host's start offset (to correct task times) and, after the
+    stop, sums the hosts' energy over the window between the two.
+    """
+
+    def __init__(self, comm, run_dir: str) -> None:
+        self.comm = comm
+        self.run_dir = run_dir
+        hosts = comm.allgather(host_name())
+        self.host_of = hosts
+        self.leaders = sorted({h: r for r, h in reversed(list(enumerate(hosts)))}.values())
+        self.active = len(set(hosts)) > 1
+        self.sampler: HostSampler | None = None
+        self.offsets: dict[str, float] = {}
+        self.window_start: float | None = None
+        self.hosts: dict[str, Any] | None = None
+
+    def _offset(self) -> float:
+        """This leader's clock offset to rank 0 (rank 0 answers every leader in turn)."""
+        comm = self.comm
+        if comm.rank == 0:
+            for leader in self.leaders[1:]:
+                for _ in range(OFFSET_EXCHANGES):
+                    comm.recv(source=leader, tag=CLOCK_TAG)
+                    comm.send(host_time(), dest=leader, tag=CLOCK_TAG)
+            return 0.0
+        if comm.rank not in self.leaders:
+            return 0.0
+
+        def ask() -> float:
+            comm.send(None, dest=0, tag=CLOCK_TAG)
+            return comm.recv(source=0, tag=CLOCK_TAG)
+
+        return measure_offset(ask)
+
+    def start(self) -> None:
+        if not self.active:
+            return
+        offset = self._offset()
+        if self.comm.rank in self.leaders:
+            self.sampler = HostSampler(self.run_dir, offset).start()
+        leaders = self.comm.allgather(offset if self.sampler is not None else None)
+        self.offsets = {self.host_of[r]: o for r, o in enumerate(leaders) if o is not None}
+        self.window_start = host_time()  # rank 0's: every sampler has its first sample
+
+    def correct(self, result: TaskResult) -> TaskResult:
+        """A task's times on rank 0's clock."""
+        offset = self.offsets.get(result.host, 0.0)
+        result.start, result.end = result.start + offset, result.end + offset
+        return result
+
+    def stop(self) -> None:
+        if not self.active:
+            return
+        end = host_time()  # rank 0 reads it before any sampler takes its last sample
+        offset = self._offset()
+        if self.sampler is not None:
+            self.sampler.stop(offset)
+        _sleep_until(self.comm.Ibarrier())  # every host's profile.json is written
+        if self.comm.rank == 0 and self.window_start is not None:
+            self.hosts = host_energy(self.run_dir, self.window_start, end)
 
 
 # --------------------------------------------------------------------------- ranks
@@ -84,6 +203,7 @@ class MpiExecutor:
         self.comm = comm
         self.device = device
         self.lost_workers: list[dict[str, Any]] = []
+        self.hosts: dict[str, Any] | None = None  # a multi-host run's energy, after the run
 
     def __call__(
         self, work: Work, devices: list[Device], progress: Progress
@@ -94,18 +214,26 @@ class MpiExecutor:
         # synchronisation 1: the plan and what to load, to every rank
         _sleep_until(comm.Ibarrier())
         comm.bcast({"source": work.source, "plan": plan}, root=0)
-        yield from work.here.train(list(plan.assignment[0]), self.device.label, progress)
+        hosts = _Hosts(comm, work.source.cfg.out)
+        hosts.start()  # one sampler per host, before the first task
+        for result in work.here.train(list(plan.assignment[0]), self.device.label, progress):
+            yield hosts.correct(result)
         # synchronisation 2: every rank's results, to rank 0
         _sleep_until(comm.Ibarrier())
         gathered = comm.gather([], root=0)
+        hosts.stop()  # after the last task
+        self.hosts = hosts.hosts
         for results in gathered[1:]:
-            yield from results
+            for result in results:
+                yield hosts.correct(result)
 
 
 def _follower(comm, device: Device) -> None:
     """Ranks 1..N-1: receive the plan, train the planned tasks, send the results to rank 0."""
     _sleep_until(comm.Ibarrier())
     message = comm.bcast(None, root=0)
+    hosts = _Hosts(comm, message["source"].cfg.out)
+    hosts.start()
     names = list(message["plan"].assignment[comm.rank])
     results = []
     if names:
@@ -113,6 +241,7 @@ def _follower(comm, device: Device) -> None:
         results = list(trainer.train(names, device.label, SilentProgress()))
     _sleep_until(comm.Ibarrier())
     comm.gather(results, root=0)
+    hosts.stop()
 
 
 def run_rank(cfg: RunConfig, lead: Callable[[MpiExecutor, list[Device]], T]) -> T | None:
@@ -141,15 +270,16 @@ def run_rank(cfg: RunConfig, lead: Callable[[MpiExecutor, list[Device]], T]) -> 
             node.size,
             allow_oversubscribe=cfg.allow_oversubscribe,
             cores_per_device=cfg.cores_per_device,
+            framework=cfg.framework,
         )
         device = local[node.rank]
         # what rank 0 records: each rank's device, renumbered by rank (several nodes
         # give several cpuset0 or gpu0, told apart by host in tasks.csv)
         devices = [dataclasses.replace(d, index=r) for r, d in enumerate(comm.allgather(device))]
         bind(device)
-        from greenkd.tfsetup import configure_tensorflow  # after binding
+        from greenkd.framework import configure  # after binding
 
-        configure_tensorflow(device)
+        configure(device)
         if rank == 0:
             return lead(MpiExecutor(comm, device), devices)
         _follower(comm, device)
@@ -209,7 +339,12 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="greenkd-mpi-") as tmp:
         config = Path(tmp) / "config.json"
         cfg.write(config)
-        command = [mpiexec_path(), "-n", str(cfg.gpus), sys.executable, "-m", "greenkd"]
+        command = [mpiexec_path(), "-n", str(cfg.gpus)]
+        hosts = host_list(cfg)
+        if hosts:  # hydra: the hosts, and the ranks on each
+            where = ["-hosts", ",".join(hosts)] if cfg.hosts else ["-f", str(cfg.hostfile)]
+            command += [*where, "-ppn", str(cfg.gpus // len(hosts))]
+        command += [sys.executable, "-m", "greenkd"]
         command += ["distill", "--config", str(config)] + (["--quiet"] if quiet else [])
         tail: collections.deque = collections.deque(maxlen=60)
         # the ranks write to pipes: keep rich's lines as wide as this terminal
@@ -235,25 +370,49 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
         finally:
             for pump in pumps:
                 pump.join(timeout=5)
-    run = RunDir(cfg.out)
-    summary = run.read_summary()
+    summary = RunDir(cfg.out).read_summary()
     if code == 0 and summary is not None and summary.get("status") == "complete":
         return summary
     reason = _failure(code, list(tail))
+    summary = failed_summary(cfg.out, cfg.gpus, reason)
+    where = (
+        f"; finished tasks are in {RunDir(cfg.out).tasks_csv}" if summary.get("tasks_done") else ""
+    )
+    raise MpiRunFailed(f"{reason}; the run is marked {summary.get('status')}{where}")
+
+
+def failed_summary(out: str | os.PathLike[str], n_devices: int, reason: str) -> dict[str, Any]:
+    """summary.json of a run whose ranks died, as launch() leaves it; returns it.
+
+    Rank 0 killed before it wrote summary.json: written for it, partial (some tasks done) or
+    failed. A run across hosts also gets `hosts`, what every host's sampler wrote before the
+    ranks died (`profilers.hosts.sampled_hosts`): each host named with the time of its last
+    sample, and its energy up to then, partial.
+    """
+    from greenkd.rundir import RunDir
+
+    run = RunDir(out)
+    summary = run.read_summary()
+    changed = False
     if summary is None or summary.get("status") == "complete":
-        # rank 0 was killed before it could write summary.json: write it for it
         done = _task_rows(run.tasks_csv)
         summary = {
             "status": "partial" if done else "failed",
             "error": reason,
             "tasks_done": done,
             "backend": "mpi",
-            "n_devices": cfg.gpus,
+            "n_devices": n_devices,
             "end_ts": time.time(),
         }
+        changed = True
+    if summary.get("hosts") is None:  # rank 0 never stopped the host samplers
+        hosts = sampled_hosts(out)
+        if hosts is not None:
+            summary["hosts"] = hosts
+            changed = True
+    if changed:
         run.write_summary(summary)
-    where = f"; finished tasks are in {run.tasks_csv}" if summary.get("tasks_done") else ""
-    raise MpiRunFailed(f"{reason}; the run is marked {summary.get('status')}{where}")
+    return summary
 
 
 def _task_rows(path: Path) -> int:

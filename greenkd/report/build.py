@@ -44,7 +44,10 @@ def build_report(sweep: SweepData) -> Report:
         label_of=dict(zip(runs["group"], runs["label"], strict=True)),
     )
     sections = render_all(ctx)
-    nav = "".join(f"<a href='#{sid}'>{title}</a>" for sid, title in NAV)
+    drawn = "".join(sections)  # a section with nothing to show (e.g. hosts) is absent: no link
+    nav = "".join(
+        f"<a href='#{sid}'>{title}</a>" for sid, title in NAV if f"<section id='{sid}'" in drawn
+    )
     page = page_html(f"greenkd · {sweep.name}", f"<nav>{nav}</nav>" + "".join(sections))
     return Report(sweep=sweep, html=page, figures=ctx.figures.figures, runs=runs, scaling=scaling)
 
