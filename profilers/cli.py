@@ -22,6 +22,7 @@ from greenkd.errors import GreenkdError
 from profilers.command import CommandError, CommandInterrupted, run_command
 from profilers.gpus import default_used_gpus
 from profilers.sensors import SensorRoots, open_sensors
+from profilers.sensors.model import parse_power_model
 from profilers.sensors.msr import fix_permission
 from profilers.sensors.topology import parse_cpu_list
 
@@ -66,6 +67,14 @@ PROFILE_OPTIONS = {
         float,
         None,
         "Grid gCO2e/kWh for an offline estimate (else $GREENKD_CARBON_INTENSITY).",
+    ),
+    "power_model": Option(
+        ("--power-model",),
+        str,
+        None,
+        "Opt-in estimate where nothing measures energy: cpu:IDLE_W:MAX_W, watts per CPU package "
+        "at 0 and 100 % /proc/stat utilisation, linear. Labelled an estimate, never added to "
+        "measured energy.",
     ),
     "samples_name": Option(("--samples-name",), str, "samples.csv", "File name of the samples."),
     "summary_name": Option(("--summary-name",), str, "summary.json", "File name of the summary."),
@@ -164,6 +173,17 @@ def format_table(summary: dict[str, Any], summary_path: Path) -> str:
         lines.append(
             "  energy  unavailable: no energy sensor could be read on this machine (see below)"
         )
+    estimate = summary.get("estimate")
+    if estimate:
+        for d in estimate["domains"]:
+            lines.append(
+                f"  estimate model    {d['device']:<10} {_fmt(d['energy_j'], 'J'):>12}  "
+                f"avg {_fmt(d['avg_power_w'], 'W')}  (ESTIMATE, not measured)"
+            )
+        lines.append(
+            f"  estimate {_fmt(estimate['energy_j'], 'J')}: {estimate['method']}; never added to "
+            "measured energy"
+        )
     carbon = summary["carbon"]
     if carbon is not None:
         grams = "-" if carbon["g_co2e"] is None else f"{carbon['g_co2e']:.3g} gCO2e"
@@ -194,6 +214,7 @@ def run_profile(
     quiet: bool,
     report: bool = False,
     write_page: PageWriter | None = None,
+    power_model: str | None = None,
 ) -> int:
     """`greenkd profile`: run the command under the profiler, print the table; its exit code.
 
@@ -204,6 +225,7 @@ def run_profile(
         raise GreenkdError(
             "--report needs the greenkd command's page writer (run `greenkd profile`)"
         )
+    model = parse_power_model(power_model)  # a malformed model stops before the command runs
     if gpus is not None:
         used_gpus, warnings = parse_gpu_indices(gpus), []
     else:
@@ -220,6 +242,7 @@ def run_profile(
             samples_name=samples_name,
             summary_name=summary_name,
             carbon_intensity_g_per_kwh=carbon_intensity,
+            power_model=model,
         )
     except CommandError as exc:
         print(f"greenkd: error: {exc}", file=sys.stderr)
@@ -370,6 +393,7 @@ def register(app: Any, write_page: PageWriter | None = None) -> None:
         idle_seconds: float = option(p["idle_seconds"]),
         gpus: str | None = option(p["gpus"]),
         carbon_intensity: float | None = option(p["carbon_intensity"]),
+        power_model: str | None = option(p["power_model"]),
         samples_name: str = option(p["samples_name"]),
         summary_name: str = option(p["summary_name"]),
         quiet: bool = option(p["quiet"]),
@@ -384,6 +408,7 @@ def register(app: Any, write_page: PageWriter | None = None) -> None:
                 idle_seconds=idle_seconds,
                 gpus=gpus,
                 carbon_intensity=carbon_intensity,
+                power_model=power_model,
                 samples_name=samples_name,
                 summary_name=summary_name,
                 quiet=quiet,

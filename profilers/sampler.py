@@ -20,7 +20,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -29,6 +29,7 @@ from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
 from profilers import energy
 from profilers.attribution import SCOPE_BLOCK, SCOPE_COMMAND, Attribution, GpuProcessList
+from profilers.hostid import host_time
 from profilers.processes import OwnProcesses, TreeCpu
 from profilers.sensors import SensorRoots, open_sensors
 from profilers.sensors.base import (
@@ -41,6 +42,7 @@ from profilers.sensors.base import (
     SensorError,
     Status,
 )
+from profilers.sensors.model import PowerModel, parse_power_model
 from profilers.sensors.procstat import CpuSeconds, ProcStatSensor
 from profilers.summary import RunFacts, SummaryBuilder, build_summary
 
@@ -82,6 +84,9 @@ class Profiler:
     its sampler thread excepted, and its children) or, once `command_started` names it, of the
     command's (`profilers.attribution`).
     `warnings`: lines the caller wants in the summary's `warnings` (e.g. how the GPUs were chosen).
+    `clock`: the Unix time of rows and marks (default this host's, `profilers.hostid.host_time`).
+    `power_model`: `cpu:IDLE_W:MAX_W` (or a PowerModel) adds estimated CPU package energy, rows
+    `sensor=model`, the summary's `estimate` block, never its measured `total`.
     """
 
     def __init__(
@@ -100,6 +105,8 @@ class Profiler:
         sysfs_root: str | os.PathLike[str] | None = None,
         nvml: Any = None,
         warnings: Sequence[str] = (),
+        clock: Callable[[], float] = host_time,
+        power_model: str | PowerModel | None = None,
     ) -> None:
         self.hz = _positive_float("--hz", hz, allow_zero=False)
         if self.hz > 1000:
@@ -122,6 +129,13 @@ class Profiler:
         self.roots = SensorRoots(msr_root, proc_stat, sysfs_root)
         self._nvml = nvml
         self._warnings = [str(w) for w in warnings]
+        # Unix seconds of every row and mark: this host's clock (a host sampler of a multi-host
+        # run passes it corrected to the run's first host, `profilers.hosts`).
+        self._clock = clock
+        # Opt-in estimate (`--power-model`): its rows are sensor=model, the summary's `estimate`.
+        self.power_model = (
+            power_model if isinstance(power_model, PowerModel) else parse_power_model(power_model)
+        )
         self.own_processes = OwnProcesses()
         # The processes the energy is attributed to: set in start() (this process's tree) or by
         # command_started (the command's).
@@ -194,7 +208,7 @@ class Profiler:
                 f"cannot write the profile to {self.out}: {exc.strerror or exc}"
             ) from exc
         self._sensors, self._statuses = open_sensors(
-            self.roots, self.gpus, self._nvml, self.own_processes
+            self.roots, self.gpus, self._nvml, self.own_processes, self.power_model
         )
         self._all_sensors = list(self._sensors)
         self._procstat = next((s for s in self._sensors if isinstance(s, ProcStatSensor)), None)
@@ -250,7 +264,7 @@ class Profiler:
         with self._marks_lock:
             if self._state != "running" or self._marks_writer is None:
                 raise GreenkdError("marks can be added only while the profiler runs")
-            self._marks_writer.writerow([repr(time.time()), label, payload])
+            self._marks_writer.writerow([repr(self._clock()), label, payload])
             self._marks_file.flush()  # type: ignore[union-attr]
             self._marks += 1
 
@@ -355,9 +369,9 @@ class Profiler:
         machine_cpu: CpuSeconds | None = None
         tree_cpu_s: float | None = None
         tree_read = False
-        start = time.time()
+        start = self._clock()
         for sensor in list(self._sensors):
-            before = time.time()
+            before = self._clock()
             try:
                 observations = sensor.read()
             except SensorError as exc:
@@ -365,7 +379,7 @@ class Profiler:
                 sensor.close()
                 self._record_fault(sensor.name, None, exc.reason, exc.fix)
                 continue
-            ts = (before + time.time()) / 2
+            ts = (before + self._clock()) / 2
             if sensor is self._procstat:
                 # The work's CPU time right after the machine's, so both cover one interval.
                 machine_cpu = self._procstat.last_interval
@@ -404,7 +418,7 @@ class Profiler:
             self._ticks += 1
             if self._first_ts is None:
                 self._first_ts = start
-            self._last_ts = time.time()
+            self._last_ts = self._clock()
 
     def _record_fault(self, sensor: str, device: str | None, reason: str, fix: str) -> None:
         with self._lock:

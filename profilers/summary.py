@@ -19,6 +19,7 @@ from profilers.metadata import collect_metadata
 from profilers.naming import device_sort_key
 from profilers.sensors import missing_from
 from profilers.sensors.base import GpuProcess, Problem, Sensor, Status
+from profilers.sensors.model import MODEL_SENSOR, MODEL_SOURCE, PowerModelSensor
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -330,13 +331,44 @@ def warning_lines(facts: RunFacts) -> list[str]:
     return lines
 
 
+def estimate_block(modelled: list[dict[str, Any]], sensors: list[Sensor]) -> dict[str, Any] | None:
+    """The summary's `estimate`: the power model's domains and their sum, apart from `total`.
+
+    None without `--power-model`. Its joules are never added to a measured one: `total`,
+    `carbon` and `attribution` read measured domains only.
+    """
+    model = next((s for s in sensors if isinstance(s, PowerModelSensor)), None)
+    if model is None:
+        return None
+    domains = [{**d, "source": MODEL_SOURCE, "in_total": False} for d in modelled]
+    parts = totals([{**d, "in_total": True} for d in domains])
+    seconds = [d["end_ts"] - d["start_ts"] for d in domains]
+    energy_j = parts["energy_j"]
+    return {
+        "sensor": MODEL_SENSOR,
+        "model": model.model.spec,
+        "method": model.model.method,
+        "energy_j": energy_j,
+        "idle_energy_j": parts["idle_energy_j"],
+        "dynamic_energy_j": parts["dynamic_energy_j"],
+        "avg_power_w": energy_j / max(seconds)
+        if energy_j is not None and seconds and max(seconds) > 0
+        else None,
+        "domains": domains,
+        "note": "estimated from CPU utilisation by the power model, not measured; never added to "
+        "`total` or to any measured energy",
+    }
+
+
 def build_summary(facts: RunFacts) -> dict[str, Any]:
     """The summary (summary.json): status, timeline, energy per domain and in total, sampling."""
     start_ts = facts.work_start_ts
     end_ts = facts.last_ts
     first_ts = facts.first_ts
     measured_idle = facts.idle_seconds > 0 and start_ts is not None and first_ts is not None
-    domains = facts.domains
+    # Modelled domains (`--power-model`) are kept apart: `estimate`, never `domains` or `total`.
+    domains = [d for d in facts.domains if d["sensor"] != MODEL_SENSOR]
+    modelled = [d for d in facts.domains if d["sensor"] == MODEL_SENSOR]
     total = totals(domains)
     nvml_domains = [d for d in domains if d["sensor"] == "nvml"]
     metadata = collect_metadata(facts.sensors)
@@ -361,6 +393,8 @@ def build_summary(facts: RunFacts) -> dict[str, Any]:
         "gpus": gpu_energy(facts.gpus, nvml_domains, metadata.get("gpus", [])),
         # An estimate beside the measured `domains` and `total`, never replacing them.
         "attribution": facts.attribution,
+        # `--power-model`'s estimate, labelled as one; None without the flag.
+        "estimate": estimate_block(modelled, facts.sensors),
         "missing": [p.as_dict() for p in [*missing_from(facts.statuses), *facts.runtime_missing]],
         # Complete but flagged: counter resets, MIG, foreign GPU processes, assumed GPU order.
         "warnings": warning_lines(facts),

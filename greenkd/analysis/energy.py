@@ -5,6 +5,9 @@ profiler's summary (`total.energy_j`), `greenkd profile` and this analysis share
 packages, else powercap's psys zone, else its packages and DRAM zones, plus every NVML GPU of
 the node, used or idle (paper §4.5). CPU cores are a sub-domain of their package: reported,
 never added.
+
+Rows of the opt-in power model (`sensor=model`, `--power-model`) are estimates: `run_energy` keeps
+them in `estimate_j` and never adds them to, or lets them stand in for, a measured figure.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 from greenkd.rundir.read import Run
 from profilers.energy import CPU_SENSORS as CPU_ENERGY_SENSORS
 from profilers.energy import GPU_SENSOR, interpolate_energy_j, node_domains
+from profilers.sensors.model import MODEL_SENSOR
 
 # A cumulative series may stop this close to a window end (one 1 Hz sample and a half): the
 # profiler samples on a fixed schedule, so a run can end up to a period after its last sample.
@@ -144,6 +148,8 @@ def run_energy(run: Run) -> dict[str, Any]:
         "energy_source": "",
         "energy_note": "",
         "gpu_j": {},
+        "estimate_j": math.nan,
+        "estimate_model": "",
     }
     window = run.window
     if run.samples is None:
@@ -153,6 +159,8 @@ def run_energy(run: Run) -> dict[str, Any]:
         out["energy_note"] = "summary.json has no start_ts/end_ts to place the run in the samples"
         return out
     domains = window_energy(run.samples, *window)
+    out.update(_estimate(domains, run.profile))
+    domains = domains[domains["sensor"] != MODEL_SENSOR]
     if domains.empty:
         out["energy_note"] = "no energy sensor: " + (
             _missing_text(run.profile) or "samples hold no energy rows"
@@ -210,6 +218,18 @@ def run_energy(run: Run) -> dict[str, Any]:
         )
     out["energy_source"] = _sources(run.profile, node)
     return out
+
+
+def _estimate(domains: pd.DataFrame, profile: dict[str, Any] | None) -> dict[str, Any]:
+    """The power model's estimate over the run's window (its packages summed), apart from any measurement."""
+    modelled = domains[domains["sensor"] == MODEL_SENSOR]
+    if modelled.empty or modelled["energy_j"].isna().any():
+        return {}
+    estimate = (profile or {}).get("estimate") or {}
+    return {
+        "estimate_j": float(modelled["energy_j"].sum()),
+        "estimate_model": str(estimate.get("model") or "power model"),
+    }
 
 
 def _sources(profile: dict[str, Any] | None, domains: pd.DataFrame) -> str:

@@ -32,6 +32,7 @@ from greenkd.fileio import read_json
 from greenkd.rundir.read import finite, read_samples
 from profilers.energy import interpolate_energy_j, node_domains
 from profilers.naming import device_sort_key
+from profilers.sensors.model import MODEL_SENSOR
 
 SUMMARY_FILE = "summary.json"
 SAMPLES_FILE = "samples.csv"
@@ -239,7 +240,15 @@ def display_names(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """A legend name per (sensor, device): the device, with its sensor where two sensors share it."""
     devices = [d for _, d in keys]
     return {
-        (s, d): (f"{d} ({s})" if devices.count(d) > 1 else "CPU (all)" if d == "cpu" else d)
+        (s, d): (
+            f"{d} ESTIMATE (power model)"  # `--power-model`: never to be read as measured
+            if s == MODEL_SENSOR
+            else f"{d} ({s})"
+            if devices.count(d) > 1
+            else "CPU (all)"
+            if d == "cpu"
+            else d
+        )
         for s, d in keys
     }
 

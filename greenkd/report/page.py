@@ -46,7 +46,7 @@ def data_table(df: pd.DataFrame, columns: list[tuple[Any, str, Any]], row_class:
         cells = []
         for key, _, fmt in columns:
             if isinstance(key, tuple):
-                text, numeric = fmt(row[key[0]], row[key[1]]), True
+                text, numeric = fmt(*(row[k] for k in key)), True
             else:
                 value = row.get(key)
                 numeric = fmt is not str
@@ -119,6 +119,11 @@ def notes_notice(shared: list[str]) -> str:
     return notice(f"In every row: {'; '.join(shared)}.") if shared else ""
 
 
+def estimate_badge() -> str:
+    """The label every figure from the opt-in power model carries (`--power-model`): not measured."""
+    return "<span class='badge estimate' title='from the power model, not measured'>estimate</span>"
+
+
 def section(sid: str, title: str, intro: str, body: str) -> str:
     """A section of the page; `intro` is HTML (sub- and superscripts), the title is escaped."""
     return f"<section id='{sid}'><h2>{html.escape(title)}</h2><p class='intro'>{intro}</p>{body}</section>"
@@ -171,6 +176,9 @@ code { background:var(--bg); padding:1px 6px; border-radius:4px; }
 .tbl td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
 .tbl tbody tr:nth-child(even) { background:#fafbfc; }
 .tbl tr.skipped td { color:#8c959f; }
+.badge { display:inline-block; font-size:11px; font-weight:600; text-transform:uppercase; letter-spacing:.05em;
+         border-radius:10px; padding:1px 8px; margin-left:6px; vertical-align:middle; }
+.badge.estimate { background:#fde7e9; color:#a3162b; border:1px solid #f3b6be; }
 footer { max-width:1280px; margin:0 auto 30px; color:var(--muted); font-size:12px; padding:0 28px; }
 """
 

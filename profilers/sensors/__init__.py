@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profilers.sensors.base import Problem, Sensor, SensorError, Status
+from profilers.sensors.model import PowerModel, PowerModelSensor
 from profilers.sensors.msr import MsrSensor
 from profilers.sensors.nvml import NvmlSensor, OwnPids
 from profilers.sensors.powercap import PowercapSensor
@@ -27,10 +28,12 @@ def open_sensors(
     gpus: list[int] | tuple[int, ...] | None = None,
     nvml: Any = None,
     own_pids: OwnPids | None = None,
+    power_model: PowerModel | None = None,
 ) -> tuple[list[Sensor], list[Status]]:
     """Probe every sensor; return the ones to read and every sensor's status.
 
     `own_pids` (the profiled work's processes) lets NVML report the GPU processes that are not.
+    `power_model` (opt-in) adds the `model` sensor: estimated CPU package energy, never measured.
 
     powercap is probed only when the MSRs cannot be read: both see the same
     RAPL counters, and reading both would count the CPU twice.
@@ -54,7 +57,10 @@ def open_sensors(
         statuses.append(status)
         if status.available:
             sensors.append(powercap)
-    for sensor in (ProcStatSensor(roots.proc_stat), NvmlSensor(gpus, nvml, own_pids)):
+    extra: list[Sensor] = []
+    if power_model is not None:
+        extra.append(PowerModelSensor(power_model, roots.proc_stat, roots.sysfs_root))
+    for sensor in (ProcStatSensor(roots.proc_stat), NvmlSensor(gpus, nvml, own_pids), *extra):
         status = sensor.probe()
         statuses.append(status)
         if status.available:
@@ -77,6 +83,8 @@ def missing_from(statuses: list[Status]) -> list[Problem]:
 __all__ = [
     "MsrSensor",
     "NvmlSensor",
+    "PowerModel",
+    "PowerModelSensor",
     "PowercapSensor",
     "ProcStatSensor",
     "Sensor",

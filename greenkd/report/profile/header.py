@@ -117,6 +117,15 @@ def cards(profile: ProfileData, duration: float | None) -> list[str]:
         )
     elif gpus:
         out.append(card("GPU utilisation", gpus, "time-weighted over the work"))
+    estimate = s.get("estimate") or {}
+    if finite(estimate.get("energy_j")):
+        out.append(
+            card(
+                "energy (estimate)",
+                f"{energy_text(estimate['energy_j'])} estimate",
+                f"power model {estimate.get('model')}, not measured",
+            )
+        )
     carbon = s.get("carbon") or {}
     if finite(carbon.get("g_co2e")):
         out.append(

@@ -16,6 +16,7 @@ from greenkd.analysis.machine import gpu_models
 from greenkd.analysis.profile import ProfileData, fields_text, span_energy
 from greenkd.report.page import (
     data_table,
+    estimate_badge,
     fmt_f1,
     is_missing,
     notice,
@@ -77,7 +78,8 @@ def energy_section(profile: ProfileData) -> str:
             notice(
                 "Energy not measured: no energy sensor could be read on this machine. The sensors "
                 "missing and their fixes are under Sensors."
-            ),
+            )
+            + estimate_table(summary),
         )
     rows = pd.DataFrame(
         [
@@ -129,8 +131,44 @@ def energy_section(profile: ProfileData) -> str:
         )
     else:
         body += "<p class='note'>No node total: no CPU package or GPU domain was measured.</p>"
-    body += _gpu_view(summary) + _carbon(summary)
+    body += _gpu_view(summary) + _carbon(summary) + estimate_table(summary)
     return section("energy", "Energy by domain", intro, body)
+
+
+def estimate_table(summary: dict[str, Any]) -> str:
+    """The power model's estimate (`--power-model`), badged, apart from every measured figure."""
+    estimate = summary.get("estimate")
+    if not isinstance(estimate, dict):
+        return ""
+    rows = pd.DataFrame(
+        [
+            {
+                "domain": domain_name(d),
+                "energy_j": d.get("energy_j"),
+                "avg_power_w": d.get("avg_power_w"),
+                "peak_power_w": d.get("peak_power_w"),
+            }
+            for d in estimate.get("domains") or []
+            if isinstance(d, dict)
+        ],
+        columns=["domain", "energy_j", "avg_power_w", "peak_power_w"],
+    )
+    return (
+        f"<div id='estimate'><h3>Estimated energy {estimate_badge()}</h3>"
+        f"<p class='hint'>{html.escape(str(estimate.get('method') or 'power model'))}. "
+        f"<b>Not measured</b>: never added to the node total or to any measured energy.</p>"
+        + data_table(
+            rows,
+            [
+                ("domain", "domain", str),
+                ("energy_j", "estimated energy (J)", fmt_j),
+                ("avg_power_w", "avg power (W)", fmt_f1),
+                ("peak_power_w", "peak power (W)", fmt_f1),
+            ],
+        )
+        + f"<p>Estimated total: {html.escape(energy_text(estimate.get('energy_j')))} "
+        f"{estimate_badge()}</p></div>"
+    )
 
 
 def _gpu_view(summary: dict[str, Any]) -> str:

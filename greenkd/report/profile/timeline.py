@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from greenkd.analysis.profile import (
+    MODEL_SENSOR,
     PER_CORE,
     ProfileData,
     cumulative_energy_lines,
@@ -110,8 +111,8 @@ def _why_absent(profile: ProfileData) -> str:
     )
 
 
-def _trace(name: str, line: Line, origin: float, colour: str, unit: str, **kw: Any) -> go.Scatter:
-    x, y = downsample(line[0] - origin, line[1])
+def _trace(name: str, series: Line, origin: float, colour: str, unit: str, **kw: Any) -> go.Scatter:
+    x, y = downsample(series[0] - origin, series[1])
     return go.Scatter(
         x=x,
         y=y,
@@ -122,6 +123,11 @@ def _trace(name: str, line: Line, origin: float, colour: str, unit: str, **kw: A
         hovertemplate=f"{name}: %{{y:,.1f}} {unit}<extra></extra>",
         **kw,
     )
+
+
+def _dashed(key: tuple[str, str]) -> dict[str, Any]:
+    """A power model's line (`--power-model`) is dashed: an estimate, not a reading."""
+    return {"line": {"dash": "dash"}} if key[0] == MODEL_SENSOR else {}
 
 
 def _layout(fig: go.Figure, title: str, y_title: str) -> None:
@@ -138,7 +144,7 @@ def power_figure(profile: ProfileData, origin: float, palette: Palette) -> tuple
     names = display_names(list(lines))
     fig = go.Figure()
     for key, line in lines.items():
-        fig.add_trace(_trace(names[key], line, origin, palette(names[key]), "W"))
+        fig.add_trace(_trace(names[key], line, origin, palette(names[key]), "W", **_dashed(key)))
     idle = profile.summary.get("idle") if profile.summary else None
     end = max(float(line[0].max()) for line in lines.values()) - origin
     for d in (profile.summary or {}).get("domains") or []:
@@ -189,7 +195,7 @@ def energy_figure(profile: ProfileData, origin: float, palette: Palette) -> tupl
     if total is not None:
         fig.add_trace(_trace("node total", total, origin, TOTAL_COLOUR, "J", width=2.6))
     for key, line in lines.items():
-        fig.add_trace(_trace(names[key], line, origin, palette(names[key]), "J"))
+        fig.add_trace(_trace(names[key], line, origin, palette(names[key]), "J", **_dashed(key)))
     _layout(
         fig,
         "Cumulative energy per domain (0 at the work's start; the end value is the table's)",

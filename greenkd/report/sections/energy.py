@@ -8,6 +8,7 @@ from plotly.subplots import make_subplots
 from greenkd.analysis import energy_table, shared_notes
 from greenkd.report.page import (
     data_table,
+    estimate_badge,
     first_text,
     fmt_f1,
     fmt_f2,
@@ -18,6 +19,7 @@ from greenkd.report.page import (
     section,
 )
 from greenkd.report.sections.context import Context
+from greenkd.report.sections.hosts import hosts_column
 
 
 def render(ctx: Context) -> str:
@@ -76,6 +78,7 @@ def render(ctx: Context) -> str:
             first_text(usable["energy_note"]) or first_text(scaling["note"]) or "no energy samples"
         )
         body += notice(f"No greenup: {reason}.")
+    body += _estimates(ctx)
     if usable["energy_node_j"].isna().all():
         return section(
             "energy",
@@ -97,6 +100,7 @@ def render(ctx: Context) -> str:
             [
                 ("label", "group", str),
                 ("devices", "n", fmt_int),
+                *hosts_column(scaling),
                 ("repeats", "runs", fmt_int),
                 ("time_s", "time (s)", fmt_f1),
                 ("energy_j", "node energy (kJ)", kj),
@@ -124,3 +128,56 @@ def render(ctx: Context) -> str:
         ],
     )
     return section("energy", "Energy and greenup", intro, body)
+
+
+def _estimates(ctx: Context) -> str:
+    """The power model's estimates (`--power-model`), apart from every measured figure, badged."""
+    scaling, style, unit = ctx.scaling, ctx.style, ctx.unit
+    if "energy_estimate_j" not in scaling or scaling["energy_estimate_j"].isna().all():
+        return ""
+    body = (
+        f"<h3>Estimated energy and greenup {estimate_badge()}</h3>"
+        "<p class='hint'>From the opt-in power model (<code>--power-model</code>): CPU package power "
+        "estimated from /proc/stat utilisation, <b>not measured</b>. These joules are never added to "
+        "measured ones, and the greenup here compares estimates with estimates only.</p>"
+    )
+    green = scaling.dropna(subset=["greenup_estimate"])
+    if not green.empty:
+        fig = go.Figure()
+        for group, g in green.groupby("group", sort=False):
+            s = style[group]
+            g = g.sort_values("devices")
+            fig.add_trace(
+                go.Scatter(
+                    x=g["devices"],
+                    y=g["greenup_estimate"],
+                    mode="lines+markers",
+                    name=s["label"],
+                    line={"color": s["colour"], "dash": s["dash"], "width": 2.5},
+                    marker={"symbol": s["symbol"], "size": 9},
+                    hovertemplate=f"{s['label']}<br>%{{x}} {unit}: estimated greenup "
+                    "%{y:.3f} (power model, not measured)<extra></extra>",
+                )
+            )
+        fig.add_hline(y=1, line={"color": "#9aa0a6", "dash": "dash", "width": 1})
+        fig.update_xaxes(
+            title_text=f"devices ({unit})",
+            tickmode="array",
+            tickvals=sorted(green["devices"].unique()),
+        )
+        fig.update_yaxes(title_text="estimated greenup (×)")
+        fig.update_layout(title="ESTIMATE: greenup E₁ / Eₙ from the power model (not measured)")
+        body += ctx.figures.div(fig, 400)
+    kj = lambda v: f"{v / 1e3:,.3f}"  # noqa: E731
+    body += data_table(
+        scaling,
+        [
+            ("label", "group", str),
+            ("devices", "n", fmt_int),
+            ("time_s", "time (s)", fmt_f1),
+            ("energy_estimate_j", "estimated energy (kJ)", kj),
+            ("greenup_estimate", "estimated greenup", fmt_f2),
+            ("estimate_model", "power model", str),
+        ],
+    )
+    return f"<div class='estimate' id='energy-estimate'>{body}</div>"

@@ -41,6 +41,16 @@ def render(ctx: Context) -> str:
         cards.append(
             card("energy", "not measured", first_text(usable["energy_note"]) or "no energy samples")
         )
+        e = best_row(scaling, "greenup_estimate") if "greenup_estimate" in scaling else None
+        if e is not None:
+            cards.append(
+                card(
+                    "greenup (estimate)",
+                    f"{e['greenup_estimate']:.2f}× estimate",
+                    f"{e['label']}, {int(e['devices'])} {unit}: from the power model "
+                    f"{e['estimate_model']}, not measured",
+                )
+            )
     acc = median_accuracy(runs)
     if acc is not None:
         cards.append(
