@@ -107,7 +107,10 @@ def test_analytic_costs_far_from_the_measured_seconds_get_log_axes(tmp_path):
 
 def test_a_fused_run_has_no_task_makespan_bound_in_its_allocation_chart(tmp_path):
     specs = [
-        RunSpec(name=f"n{n}", gpus=n, fused=True, task_seconds=[6.0, 4.0, 3.0, 2.0]) for n in (1, 2)
+        RunSpec(
+            name=f"n{n}", gpus=n, fused=True, block_costs=True, task_seconds=[6.0, 4.0, 3.0, 2.0]
+        )
+        for n in (1, 2)
     ]
     report = _report(tmp_path, specs)
     gantt = _figure(report, "Task allocation · bin packing · autotune · 2 GPUs")

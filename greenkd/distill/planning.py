@@ -34,6 +34,7 @@ def store_key(setup: Setup, devices: Sequence[Device]) -> str:
         "patience": cfg.patience,
         "budget": cfg.budget,
         "data_threads": cfg.data_threads.label,
+        "framework": cfg.framework,
     }
     if cfg.budget is not None:
         # a task's share of the budget, so its time, depends on how many tasks share it, and
@@ -84,11 +85,43 @@ def plan_for(setup: Setup, devices: Sequence[Device]) -> Plan:
     )
 
 
-def record(setup: Setup, devices: Sequence[Device], results: Iterable[TaskResult]) -> int:
-    """Write the measured times of tasks that ran on their own into the store; return how many.
+def fused_costs(results: Iterable[TaskResult], model: Sequence[TaskCost]) -> list[TaskCost]:
+    """What each task of a measured fused pass would cost run alone, for the timing store.
 
-    A fused pass's time is split evenly among its tasks, which says nothing about
-    any one of them, so fused results are left out.
+    The pass's wall time (end - start) is split by its measured per-block costs
+    (greenkd.distill.blockcost): the trunk's share is the deepest task's teacher prefix, each
+    block's share its own part. A shallower task's prefix is the deepest one's scaled by the
+    analytic model's prefix FLOPs (`model`), as only the deepest prefix ran. So a fused plan of
+    the same pass predicts its measured time exactly (deepest prefix + the blocks' own parts).
+    Passes without per-block costs (`--no-block-costs`, an interrupted pass) give nothing.
     """
+    prefix = {c.name: c.prefix_seconds for c in model}
+    passes: dict[tuple[str, str], list[TaskResult]] = {}
+    for r in results:
+        if r.fused_group:
+            passes.setdefault((r.device, r.fused_group), []).append(r)
+    out = []
+    for rows in passes.values():
+        costs = [r.seconds_block for r in rows] + [rows[0].seconds_trunk]
+        if not all(math.isfinite(c) and c > 0 for c in costs):
+            continue
+        scale = max(0.0, rows[0].end - rows[0].start) / sum(costs)
+        deepest = max(prefix.get(r.name, 0.0) for r in rows)
+        for r in rows:
+            share = prefix.get(r.name, 0.0) / deepest if deepest > 0 else 1.0
+            own, pre = r.seconds_block * scale, rows[0].seconds_trunk * scale * share
+            out.append(TaskCost(r.name, own + pre, pre))
+    return out
+
+
+def record(setup: Setup, devices: Sequence[Device], results: Iterable[TaskResult]) -> int:
+    """Write measured task times into the store; return how many.
+
+    Tasks that ran on their own give their end - start. A fused pass's tasks share one
+    interval, which says nothing about any one of them: they are recorded only where the
+    pass measured its per-block costs (`fused_costs`).
+    """
+    results = list(results)
     measured = [TaskCost(r.name, max(0.0, r.end - r.start)) for r in results if not r.fused_group]
+    measured += fused_costs(results, analytic(setup))
     return sources.record(store_key(setup, devices), measured)

@@ -8,8 +8,10 @@
 4. the analytic model ("analytic"), which costs nothing and only has to rank the tasks
    (rr ignores costs; ws adapts at run time).
 
-Measured times are whole tasks run one at a time (end - start); their teacher-prefix
-share, which fused plans need, is the analytic model's fraction.
+Measured times are whole tasks run one at a time (end - start), whose teacher-prefix
+share, which fused plans need, is the analytic model's fraction; or tasks of a fused pass,
+its time split by its measured per-block costs, each with its own prefix share
+(greenkd.distill.planning.fused_costs).
 """
 
 from __future__ import annotations
