@@ -1,4 +1,4 @@
-"""Datasets and tf.data pipelines.
+"""Datasets, and their input pipelines: tf.data for TensorFlow, `greenkd.batches` for others.
 
 A *source* gives unbatched `(image uint8 HxWx3, label int32)` pairs for a split;
 `pipeline()` turns it into batches with the paper's augmentation (§4.1.5:
@@ -10,6 +10,12 @@ private thread pool).
 Sources: `synthetic` (the default, generated here), `digits` (scikit-learn's
 UCI digits), `cifar10`/`cifar100` (the python-pickle archives), an image folder
 (one sub-folder per class), and `tfds:NAME`.
+
+**One data order for every framework.** A training split is read in a fresh permutation per
+epoch, `epoch_order(seed, epoch, n)` (numpy), on TensorFlow and elsewhere alike, so the same
+seed gives the same images in the same batches whichever framework trains; augmentation is
+seeded too, per framework (TensorFlow's stateless image ops here, numpy per batch in
+`greenkd.batches`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from greenkd.batches import (
+    Batches,
+    ValidationBatches,
+    epoch_order,
+    folder_splits,
+    preprocess_array,
+    require_image_decoder,
+)
 from greenkd.config import DataThreads, unknown_dataset
 from greenkd.errors import GreenkdError
-from greenkd.tfsetup import tf
+from greenkd.framework import NAME as FRAMEWORK
+from greenkd.framework import keras, on_host, tf
 
 SPLITS = ("train", "val")
 PREPROCESS_MODES = ("none", "scale", "caffe", "tf", "torch")
@@ -45,21 +60,29 @@ SYNTHETIC_CLASSES = (
 
 @dataclass
 class Source:
-    """A dataset: per-split unbatched tf.data datasets of (uint8 image, int32 label)."""
+    """A dataset: per split, its (uint8 image, int32 label) pairs: numpy arrays where they fit
+    in memory (`arrays`), else an unbatched tf.data dataset (`_make`, TensorFlow only)."""
 
     name: str
     num_classes: int
     image_size: int
     sizes: dict[str, int]
-    _make: Callable[[str], tf.data.Dataset]
+    _make: Callable[[str], tf.data.Dataset] | None
     in_memory: bool = True
     # augment with horizontal flips: only where a mirrored image keeps its label (a mirrored
     # 2, 3, 4, 5, 7 or 9 is no digit, or another one), so off for digits
     flip: bool = True
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    # an image folder read without TensorFlow: per split (files, labels), decoded per batch
+    files: dict[str, tuple[list[Path], np.ndarray]] | None = None
 
     def split(self, split: str) -> tf.data.Dataset:
+        """The split as an unbatched tf.data dataset (TensorFlow only)."""
         if split not in SPLITS:
             raise GreenkdError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        if self.arrays is not None:
+            x, y = self.arrays[split]
+            return tf.data.Dataset.from_tensor_slices((x, y))
         return self._make(split)
 
     def steps(self, split: str, batch_size: int) -> int:
@@ -75,21 +98,22 @@ def _array_source(
     *,
     flip: bool = True,
 ) -> Source:
-    for split, (x, _) in arrays.items():
+    for split, (x, y) in arrays.items():
         if x.shape[1] != image_size or x.shape[2] != image_size:
-            arrays[split] = (_resize_uint8(x, image_size), arrays[split][1])
-
-    def make(split: str) -> tf.data.Dataset:
-        x, y = arrays[split]
-        return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-
+            x = _resize_uint8(x, image_size)
+        arrays[split] = (np.ascontiguousarray(x, np.uint8), np.asarray(y, np.int32))
     sizes = {s: len(a[1]) for s, a in arrays.items()}
-    return Source(name, num_classes, image_size, sizes, make, flip=flip)
+    return Source(name, num_classes, image_size, sizes, None, flip=flip, arrays=arrays)
 
 
-def _resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
-    out = tf.image.resize(tf.convert_to_tensor(x), (size, size), method="bilinear")
-    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8)
+def _resize_uint8(x: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+    """Resize a whole split once, on the host, a chunk at a time (never a split on GPU 0)."""
+    out = []
+    with on_host():
+        for start in range(0, len(x), chunk):
+            part = keras.ops.image.resize(x[start : start + chunk].astype(np.float32), (size, size))
+            out.append(np.clip(np.rint(keras.ops.convert_to_numpy(part)), 0, 255).astype(np.uint8))
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -289,7 +313,16 @@ def _cifar(
 
 
 def _image_folder(path: Path, image_size: int, seed: int) -> Source:
-    import keras
+    if FRAMEWORK != "tensorflow":
+        require_image_decoder(path)
+        classes, files = folder_splits(path)
+        if len(classes) < 2:
+            raise GreenkdError(
+                f"image folder {path} needs one sub-folder per class (found {len(classes)})"
+            )
+        sizes = {s: len(f) for s, (f, _) in files.items()}
+        return Source(f"folder:{path.name}", len(classes), image_size, sizes, None,
+                      in_memory=False, files=files)  # fmt: skip
 
     def load(directory: Path, **kw) -> tf.data.Dataset:
         return keras.utils.image_dataset_from_directory(
@@ -345,6 +378,11 @@ TFDS_NO_FLIP = ("mnist", "emnist", "kmnist", "svhn_cropped")
 
 
 def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
+    if FRAMEWORK != "tensorflow":
+        raise GreenkdError(
+            f"tfds:{name} reads through TensorFlow: use --framework tensorflow, or export the "
+            "images to a folder (one sub-folder per class) and pass that folder"
+        )
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -435,7 +473,14 @@ def load_for(cfg) -> Source:
 
 
 def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
-    """The model's input preprocessing on a float batch in 0..255 (keras.applications modes)."""
+    """The model's input preprocessing on a batch in 0..255 (keras.applications modes): a tensor of
+    the framework's, or a numpy array (the non-TensorFlow input path converts on the host)."""
+    if mode not in PREPROCESS_MODES:
+        raise GreenkdError(
+            f"unknown preprocessing {mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
+        )
+    if isinstance(images, np.ndarray):
+        return preprocess_array(images, mode)
     images = tf.cast(images, tf.float32)
     if mode == "none":
         return images
@@ -498,12 +543,17 @@ def pipeline(
         raise GreenkdError(
             f"unknown preprocessing {preprocess_mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
         )
+    if FRAMEWORK != "tensorflow":
+        return Batches(source, split, batch_size=batch_size, preprocess_mode=preprocess_mode,
+                       threads=threads, augment=augment, seed=seed, repeat=repeat,
+                       labels=labels, skip=skip)  # fmt: skip
     parallel = threads.parallel_calls or tf.data.AUTOTUNE
-    ds = source.split(split)
     if source.in_memory and split == "train":
-        ds = ds.shuffle(source.sizes[split], seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+        ds = _shuffled(source, split, seed, repeat)
+    else:
+        ds = source.split(split)
+        if repeat:
+            ds = ds.repeat()
     if augment:
         size, flip = source.image_size, source.flip
         ds = (
@@ -529,6 +579,22 @@ def pipeline(
         deterministic=True,
     )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(thread_options(threads))
+
+
+def _shuffled(source: Source, split: str, seed: int, repeat: bool) -> tf.data.Dataset:
+    """An in-memory split read in `epoch_order` (endless with `repeat`, one epoch without)."""
+    x, y = source.arrays[split]
+    n = len(y)
+    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+
+    def order(epoch: tf.Tensor) -> tf.Tensor:
+        def draw(e: np.int64) -> np.ndarray:
+            return epoch_order(seed, int(e), n).astype(np.int64)
+
+        return tf.ensure_shape(tf.numpy_function(draw, [epoch], tf.int64, stateful=False), [n])
+
+    images, labels = tf.constant(x), tf.constant(y)
+    return epochs.map(order).unbatch().map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
 
 
 def training_batches(
@@ -572,6 +638,8 @@ def validation_batches(source: Source, cfg, preprocess_mode: str) -> tf.data.Dat
         raise GreenkdError(
             f"unknown preprocessing {preprocess_mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
         )
+    if FRAMEWORK != "tensorflow":
+        return ValidationBatches(source, preprocess_mode, cfg.data_threads, VAL_BATCH)
     n = source.sizes["val"]
     batch = max(1, min(VAL_BATCH, n))
     pad = (-n) % batch
@@ -586,3 +654,17 @@ def validation_batches(source: Source, cfg, preprocess_mode: str) -> tf.data.Dat
         deterministic=True,
     )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(thread_options(cfg.data_threads))
+
+
+def first_batches(batches, n: int) -> list:
+    """The first `n` batches of a pipeline (tf.data or `greenkd.batches`), kept in memory."""
+    if FRAMEWORK == "tensorflow":
+        return list(batches.take(n))
+    return [batches[i] for i in range(n)]
+
+
+def images_only(val):
+    """Validation batches of (images, labels, weights) as batches of images, for predict()."""
+    if FRAMEWORK == "tensorflow":
+        return val.map(lambda x, y, w: x)
+    return val.images_only()

@@ -8,9 +8,12 @@ maps GPU memory up front (memory growth for TensorFlow, no preallocation for JAX
 every backend alike, since all of them bind through `Device.env()`. GPU workers split
 the node's cores between them, and size their thread pools by their share.
 
-`bind()` ties a process to its device before the framework is imported;
-`greenkd.tfsetup.configure_tensorflow()` then sets TensorFlow's thread counts before its
-first op. This module imports no framework.
+Every process greenkd starts gets its run's framework the same way: `KERAS_BACKEND` (and the
+framework's own thread and memory settings) in `Device.env()`, applied by `bind()` in a worker
+and by `bind_run_process()` in the run's own process, before Keras loads. `bind()` ties a
+process to its device before the framework is imported; `greenkd.framework.configure()` then
+sets TensorFlow's thread counts before its first op (JAX reads its settings from the
+environment). This module imports no framework.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Device:
     gpu: int | None = None  # the physical GPU's NVML index
     shared: bool = False  # oversubscribed: other devices use the same GPU or cores
     gpu_uuid: str | None = None  # what CUDA_VISIBLE_DEVICES names: the GPU's or MIG device's UUID
+    framework: str = "tensorflow"  # the Keras backend its worker loads (RunConfig.framework)
 
     @property
     def threads(self) -> int:
@@ -66,11 +70,12 @@ class Device:
             env = dict(NO_GPU_ENV)
         env.update(GPU_MEMORY_ENV)
         # read by TensorFlow's runtime, XLA's CPU client and OpenMP at start-up;
-        # greenkd.tfsetup.configure_tensorflow() sets the same through the API
+        # greenkd.framework.configure() sets TensorFlow's through the API too
         threads = str(self.threads)
         env.update(
             TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
         )
+        env.update(framework_env(self.framework, self.threads))
         return env
 
     def to_dict(self) -> dict[str, object]:
@@ -81,6 +86,7 @@ class Device:
             "cores": list(self.cores),
             "gpu": self.gpu,
             "gpu_uuid": self.gpu_uuid,
+            "framework": self.framework,
         }
 
     @classmethod
@@ -93,6 +99,7 @@ class Device:
             gpu=data.get("gpu"),
             shared=bool(data.get("shared", False)),
             gpu_uuid=data.get("gpu_uuid"),
+            framework=data.get("framework", "tensorflow"),
         )
 
 
@@ -121,7 +128,11 @@ def allowed_cores() -> list[int]:
 
 
 def plan_devices(
-    n: int, *, allow_oversubscribe: bool = False, cores_per_device: int | None = None
+    n: int,
+    *,
+    allow_oversubscribe: bool = False,
+    cores_per_device: int | None = None,
+    framework: str = "tensorflow",
 ) -> list[Device]:
     """`n` devices for a run: the first n GPUs, or n disjoint sets of this process's cores.
 
@@ -149,7 +160,9 @@ def plan_devices(
             label = gpu.label if n <= len(gpus) else f"{gpu.label}.{k // len(gpus)}"
             share = tuple(cores[(k * per + i) % len(cores)] for i in range(min(per, len(cores))))
             uuid = gpu_identity.visible_env(gpu)["CUDA_VISIBLE_DEVICES"]
-            out.append(Device("gpu", k, label, share, gpu.nvml_index, n > len(gpus), uuid))
+            out.append(
+                Device("gpu", k, label, share, gpu.nvml_index, n > len(gpus), uuid, framework)
+            )
         return out
     per = cores_per_device or max(1, len(cores) // n)
     if n * per > len(cores) and not allow_oversubscribe:
@@ -165,16 +178,24 @@ def plan_devices(
     shared = n * per > len(cores)
     # oversubscribed: core sets wrap around the allowed cores
     sets = [tuple(cores[(k * per + i) % len(cores)] for i in range(per)) for k in range(n)]
-    return [Device("cpu", k, f"cpuset{k}", s, shared=shared) for k, s in enumerate(sets)]
+    return [
+        Device("cpu", k, f"cpuset{k}", s, shared=shared, framework=framework)
+        for k, s in enumerate(sets)
+    ]
 
 
 def run_devices(cfg: RunConfig) -> list[Device]:
     """A run's devices: an external Dask cluster's workers (kind "remote"), else plan_devices."""
     if cfg.backend == "dask" and cfg.scheduler_address:
         # they live on the cluster's machines; each task reports the worker it ran on
-        return [Device("remote", k, f"dask{k}", ()) for k in range(cfg.gpus)]
+        return [
+            Device("remote", k, f"dask{k}", (), framework=cfg.framework) for k in range(cfg.gpus)
+        ]
     return plan_devices(
-        cfg.gpus, allow_oversubscribe=cfg.allow_oversubscribe, cores_per_device=cfg.cores_per_device
+        cfg.gpus,
+        allow_oversubscribe=cfg.allow_oversubscribe,
+        cores_per_device=cfg.cores_per_device,
+        framework=cfg.framework,
     )
 
 
@@ -202,11 +223,27 @@ def bind(device: Device) -> None:
     set_affinity(device.cores)
 
 
-def bind_run_process(devices: list[Device]) -> None:
+def framework_env(framework: str, threads: int | None = None) -> dict[str, str]:
+    """What a process needs to load `framework` under Keras the way greenkd runs it.
+
+    KERAS_BACKEND for all; for JAX, XLA's CPU client confined to one thread when the process
+    has one core (it sizes its pools by the process's CPU affinity otherwise, which `bind`
+    sets), appended to the user's own XLA_FLAGS. Memory: GPU_MEMORY_ENV, set for every process.
+    """
+    env = {"KERAS_BACKEND": framework}
+    if framework == "jax" and threads == 1:
+        single = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        user = os.environ.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = user if single in user else f"{user} {single}".strip()
+    return env
+
+
+def bind_run_process(devices: list[Device], framework: str = "tensorflow") -> None:
     """Bind the run's own process (set-up, assembly, fine-tuning) before its framework loads:
     on a GPU run it sees the first device's GPU only (where it fine-tunes, beside that
-    device's worker), on a CPU run no GPU; memory is taken as needed either way. The cores
-    are the CPU devices' own (`confined_to`), set around the run."""
+    device's worker), on a CPU run no GPU; memory is taken as needed either way; Keras loads
+    `framework`. The cores are the CPU devices' own (`confined_to`), set around the run."""
+    os.environ.update(framework_env(framework))
     if (
         devices
         and devices[0].kind == "gpu"

@@ -1,12 +1,23 @@
-"""Quiet, predictable TensorFlow start-up; import this module instead of importing TensorFlow first.
+"""The framework seam: import Keras through this module, never TensorFlow or JAX directly.
 
-TensorFlow 2.21 writes C++ notices to stderr while it loads ("oneDNN custom
-operations are on", "could not find cuda drivers", and on machines without a
-GPU a cuInit error), whatever TF_CPP_MIN_LOG_LEVEL says, because they come
-before its logging is initialised. They are noise in every greenkd command, so
-the import and the first device query run with file descriptor 2 pointed at
-/dev/null. Python exceptions are unaffected. Set GREENKD_TF_VERBOSE=1 to see
-the notices.
+greenkd's distillation is Keras 3 code (`keras.ops`, layers, fit/evaluate/predict); the
+framework under Keras is chosen per process by `KERAS_BACKEND`, which every process greenkd
+starts gets from its run's `--framework` before Keras loads (`greenkd.devices`: Device.env(),
+bind_run_process). What is specific to a framework sits here and nowhere else:
+
+- start-up: TensorFlow 2.21 writes C++ notices to stderr while it loads ("oneDNN custom
+  operations are on", "could not find cuda drivers", a cuInit error without a GPU), whatever
+  TF_CPP_MIN_LOG_LEVEL says; the import and the first device query run with file
+  descriptor 2 pointed at /dev/null (GREENKD_TF_VERBOSE=1 shows them). JAX says nothing.
+- threads and memory (`configure`): TensorFlow's intra-/inter-op pools through tf.config and
+  memory growth; JAX's through the XLA flags and `XLA_PYTHON_CLIENT_PREALLOCATE` that
+  Device.env() sets before it loads (JAX reads them once, at its first computation).
+- host work (`on_host`): a whole split resized once at load time runs on the CPU, never on
+  GPU 0.
+- fast kernels (`fused_batch_norm`): TensorFlow's fused batch-norm training kernel; None
+  elsewhere, and the caller falls back to Keras's own ops.
+
+Nothing here imports TensorFlow unless the framework is TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,15 +25,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from greenkd.errors import GreenkdError
 
 if TYPE_CHECKING:
     from greenkd.devices import Device
 
+FRAMEWORKS = ("tensorflow", "jax")  # Keras 3 backends greenkd runs on; tensorflow is the default
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+NAME = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if NAME not in FRAMEWORKS:
+    raise GreenkdError(
+        f"KERAS_BACKEND={NAME!r} is not a framework greenkd runs on: use one of "
+        f"{', '.join(FRAMEWORKS)} (greenkd distill --framework sets it)"
+    )
 
 
 @contextlib.contextmanager
@@ -58,11 +77,13 @@ def _record_environment() -> None:
         "XLA_PYTHON_CLIENT_PREALLOCATE",
         "TF_NUM_INTRAOP_THREADS",
         "OMP_NUM_THREADS",
+        "XLA_FLAGS",
+        "KERAS_BACKEND",
     )
     record = {
         "pid": os.getpid(),
         "argv": sys.argv,
-        "framework": "tensorflow",
+        "framework": NAME,
         "env": {k: os.environ.get(k) for k in keys},
         "cores": sorted(os.sched_getaffinity(0)),
     }
@@ -70,25 +91,68 @@ def _record_environment() -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-if "tensorflow" not in sys.modules:
-    _record_environment()
-    with _stderr_to_devnull():
-        import tensorflow as _tf
+if "keras" in sys.modules and sys.modules["keras"].backend.backend() != NAME:
+    raise GreenkdError(
+        f"Keras was already loaded with the {sys.modules['keras'].backend.backend()} backend in "
+        f"this process, not {NAME}: set KERAS_BACKEND before anything imports keras"
+    )
 
-        _tf.config.list_physical_devices()
+tf: Any = None
+if NAME == "tensorflow":
+    if "tensorflow" not in sys.modules:
+        _record_environment()
+        with _stderr_to_devnull():
+            import tensorflow as _tf
+
+            _tf.config.list_physical_devices()
+    import tensorflow as tf
+
+    if os.environ.get("GREENKD_TF_VERBOSE") != "1":
+        # tf.function's "N of the last M calls triggered retracing" fires when a
+        # validation split ends in a smaller batch; harmless, and greenkd traces
+        # each task's functions on purpose
+        import logging
+
+        tf.get_logger().setLevel(logging.ERROR)
+else:
+    if "jax" not in sys.modules:
+        _record_environment()
+    try:
+        import jax
+    except ImportError:
+        raise GreenkdError(
+            "--framework jax needs JAX in this environment: pip install 'greenkd[jax]' "
+            "(on a GPU: pip install 'jax[cuda12]')"
+        ) from None
+
+    # JAX compiles every step with XLA, and every new weight shape's initialiser too (about a
+    # second each on a busy 2-core CPU): keep the compiled programs in greenkd's cache, so that
+    # a run's workers, its later runs and a sweep's runs compile each program once
+    from greenkd.paths import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax-compile"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 import keras  # noqa: E402  (after the quiet TensorFlow import above)
-import tensorflow as tf  # noqa: E402
 
-if os.environ.get("GREENKD_TF_VERBOSE") != "1":
-    # tf.function's "N of the last M calls triggered retracing" fires when a
-    # validation split ends in a smaller batch; harmless, and greenkd traces
-    # each task's functions on purpose
-    import logging
+if NAME != "tensorflow":
+    # Keras probes for TensorFlow while it serialises a layer (module_utils.LazyModule), which
+    # imports all of TensorFlow into this process where it is installed (seconds, and the
+    # memory of a framework nobody uses here): tell the probe TensorFlow is absent
+    from keras.src.utils import module_utils as _keras_modules
 
-    tf.get_logger().setLevel(logging.ERROR)
+    with contextlib.suppress(AttributeError):
+        _keras_modules.tensorflow._available = False
 
-__all__ = ["configure_tensorflow", "keras", "tf"]
+__all__ = ["FRAMEWORKS", "NAME", "configure", "configure_tensorflow", "keras", "tf"]
+
+
+def configure(device: Device) -> None:
+    """Set this process's framework threads and memory for `device`, before its first op."""
+    if NAME == "tensorflow":
+        configure_tensorflow(device)
+    # JAX: its threads and memory come from the environment Device.env() set before it loaded
+    # (XLA_FLAGS, XLA_PYTHON_CLIENT_PREALLOCATE, CUDA_VISIBLE_DEVICES); nothing to call
 
 
 def configure_tensorflow(device: Device) -> None:
@@ -110,3 +174,30 @@ def configure_tensorflow(device: Device) -> None:
                 f"cannot give TensorFlow {device.threads} thread(s) for {device.label}: it "
                 "already ran an op in this process"
             ) from None
+
+
+@contextlib.contextmanager
+def on_host() -> Iterator[None]:
+    """Run the block's framework ops on the CPU (one-off host work such as resizing a split)."""
+    if NAME == "tensorflow":
+        with tf.device("/CPU:0"):
+            yield
+    else:
+        import jax
+
+        with jax.default_device(jax.devices("cpu")[0]):
+            yield
+
+
+def fused_batch_norm(inputs, gamma, beta, epsilon: float):
+    """TensorFlow's fused training-mode batch norm: (y, batch mean, biased batch variance) of a
+    4-D float32 NHWC batch in one kernel, or None where the framework has none (Keras's own
+    ops then do the same arithmetic)."""
+    if NAME != "tensorflow":
+        return None
+    y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        inputs, gamma, beta, epsilon=epsilon, is_training=True
+    )
+    # the kernel reports the unbiased variance; Keras keeps the biased one
+    n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
+    return y, mean, variance * (n - 1.0) / n

@@ -21,8 +21,8 @@ from greenkd import data as data_mod
 from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
 from greenkd.fileio import write_json_atomic
+from greenkd.framework import keras
 from greenkd.paths import cache_dir
-from greenkd.tfsetup import keras
 
 ZOO = MODEL_ZOO
 # keras.applications' own preprocessing for these architectures
@@ -158,6 +158,7 @@ def teacher_key(cfg: RunConfig) -> dict:
         "teacher_lr": teacher_lr(cfg),
         "seed": cfg.seed,
         "keras": keras.__version__,
+        "framework": cfg.framework,  # its numerics, and a teacher is trained where it is used
     }
 
 
@@ -302,7 +303,7 @@ def train_teacher(
         loss="sparse_categorical_crossentropy",
         # weighted: the validation batches' padding weighs 0 (data.validation_batches)
         weighted_metrics=["accuracy"],
-        jit_compile={"off": False, "on": True, "auto": "auto"}[cfg.jit],
+        jit_compile=cfg.keras_jit(),
     )
     model.fit(
         train,

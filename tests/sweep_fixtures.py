@@ -43,7 +43,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     """A three-conv CNN for 32x32x3 inputs and 10 classes, saved as a .keras teacher file."""
     path = tmp_path_factory.mktemp("teacher") / "tiny.keras"
     code = (
-        "import sys; from greenkd.tfsetup import keras; keras.utils.set_random_seed(0)\n"
+        "import sys; from greenkd.framework import keras; keras.utils.set_random_seed(0)\n"
         "inp = keras.Input((32, 32, 3))\n"
         "x = keras.layers.Rescaling(1 / 255)(inp)\n"
         "for i, f in enumerate((8, 16, 16)):\n"

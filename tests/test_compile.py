@@ -14,7 +14,7 @@ from greenkd.distill import assemble as asm
 from greenkd.distill.setup import prepare
 from greenkd.distill.train import branch_accuracies, evaluate_accuracy, train_pass
 from greenkd.errors import GreenkdError
-from greenkd.tfsetup import keras, tf
+from greenkd.framework import keras, tf
 
 N_VAL = 300  # a full batch of 256 and a ragged 44, padded
 

@@ -11,7 +11,7 @@ import pytest
 from greenkd import data
 from greenkd.config import DataThreads
 from greenkd.errors import GreenkdError
-from greenkd.tfsetup import tf
+from greenkd.framework import tf
 
 
 def test_synthetic_is_deterministic_by_seed_and_prefix_stable():

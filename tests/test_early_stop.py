@@ -21,7 +21,7 @@ import pytest
 from greenkd.config import RunConfig
 from greenkd.distill.setup import prepare
 from greenkd.distill.train import Allowance, train_pass, train_tasks
-from greenkd.tfsetup import keras
+from greenkd.framework import keras
 
 CAP = 8
 

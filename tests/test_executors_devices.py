@@ -80,7 +80,7 @@ early = threading.Thread(target=stop.wait, daemon=True)  # a thread that exists 
 early.start()
 device = Device("cpu", 1, "cpuset1", (int(sys.argv[1]),))
 bind(device)
-from greenkd.tfsetup import configure_tensorflow, tf  # TensorFlow loads after binding
+from greenkd.framework import configure_tensorflow, tf  # TensorFlow loads after binding
 configure_tensorflow(device)
 total = float(tf.reduce_sum(tf.ones((64, 64))))  # the first op starts TensorFlow's thread pools
 threads = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
@@ -109,3 +109,26 @@ def test_a_bound_worker_runs_every_thread_on_its_core_with_one_tensorflow_thread
     assert probe["threads"] == [[core]] and probe["n_threads"] > 2
     assert probe["intra"] == 1 and probe["inter"] == 1
     assert probe["total"] == 4096.0
+
+
+def test_every_worker_environment_names_its_framework_and_its_settings():
+    from greenkd.config import RunConfig
+    from greenkd.errors import GreenkdError
+
+    one_core = plan_devices(1, cores_per_device=1, framework="jax")[0]
+    env = one_core.env()
+    assert env["KERAS_BACKEND"] == "jax" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]  # XLA's CPU client: one thread
+    assert Device.from_dict(one_core.to_dict()) == one_core  # what a worker is sent
+    tf_env = Device("cpu", 0, "cpuset0", (0, 1)).env()
+    assert tf_env["KERAS_BACKEND"] == "tensorflow" and "XLA_FLAGS" not in tf_env
+    with pytest.raises(GreenkdError, match="--framework must be one of tensorflow, jax"):
+        RunConfig(framework="torch")
+
+
+def test_teachers_are_cached_apart_per_framework():
+    from greenkd import models
+    from greenkd.config import RunConfig
+
+    tf_cfg = RunConfig()
+    assert models.teacher_path(tf_cfg) != models.teacher_path(tf_cfg.replace(framework="jax"))

@@ -6,7 +6,7 @@ each process of a run sees.
   each device names its physical GPU by UUID under CUDA_DEVICE_ORDER=PCI_BUS_ID, is labelled
   with that GPU's NVML index (the profiler's label), and takes memory as it needs it;
 - in real runs (local, Dask, MPI): every process writes its environment as the framework loads
-  (greenkd.tfsetup's GREENKD_FRAMEWORK_ENV_LOG hook), and each worker saw exactly its GPU, the
+  (greenkd.framework's GREENKD_FRAMEWORK_ENV_LOG hook), and each worker saw exactly its GPU, the
   run's own process one GPU, with the same memory settings everywhere.
 """
 
@@ -103,7 +103,7 @@ def test_a_gpu_in_mig_mode_named_whole_is_a_clear_error(four_gpus, monkeypatch):
 @pytest.fixture(scope="module")
 def two_conv_teacher(tmp_path_factory) -> Path:
     """A teacher with two 3x3 convs: a layer task for each of two devices, and little else."""
-    from greenkd.tfsetup import keras
+    from greenkd.framework import keras
 
     path = tmp_path_factory.mktemp("binding") / "two_conv.keras"
     keras.utils.set_random_seed(0)
@@ -118,11 +118,14 @@ def two_conv_teacher(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["local", "dask", "mpi"])
+@pytest.mark.parametrize("backend", ["local", "dask", "mpi", "local-jax"])
 def test_every_process_of_a_run_sees_only_its_gpu_when_its_framework_loads(
     two_conv_teacher, tmp_path, backend
 ):
     import subprocess
+
+    backend, _, framework = backend.partition("-")  # local-jax: the local backend on JAX
+    framework = framework or "tensorflow"
 
     spec = tmp_path / "gpus.json"
     spec.write_text(json.dumps(_spec()))
@@ -140,7 +143,8 @@ def test_every_process_of_a_run_sees_only_its_gpu_when_its_framework_loads(
         [sys.executable, "-m", "greenkd", "distill", "--model", str(two_conv_teacher),
          "--n-train", "32", "--n-val", "16", "--batch-size", "16", "--epochs", "1",
          "--finetune-epochs", "0", "--acceptance", "threshold", "--gpus", "2", "--replace-growing",
-         "--sched", "rr", "--backend", backend, "--quiet", "--out", str(tmp_path / "run")],
+         "--sched", "rr", "--backend", backend, "--framework", framework, "--quiet",
+         "--out", str(tmp_path / "run")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -153,6 +157,8 @@ def test_every_process_of_a_run_sees_only_its_gpu_when_its_framework_loads(
         assert record["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         assert record["env"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
         assert record["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+        # and the run's framework, set as each process's Keras backend before it loaded
+        assert record["framework"] == record["env"]["KERAS_BACKEND"] == framework
     meta = json.loads((tmp_path / "run" / "config.json").read_text())["meta"]
     assert meta["devices"] == ["gpu3", "gpu2"] and meta["device_kind"] == "gpu"
 

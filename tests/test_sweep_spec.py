@@ -142,6 +142,48 @@ def test_spec_round_trips_through_its_dict():
     assert again == spec
 
 
+def test_frameworks_are_a_grid_dimension_each_with_its_own_baseline(tmp_path):
+    spec = SweepSpec.build(
+        gpus="1,2", sched="rr,binpack", data_threads="autotune", framework="tensorflow,jax"
+    )
+    runs = spec.expand(tmp_path)
+    assert [r.name for r in runs] == [
+        f"{fw}-{rest}"
+        for fw in ("tensorflow", "jax")
+        for rest in ("g1-tauto-r0", "g2-rr-tauto-r0", "g2-binpack-tauto-r0")
+    ]
+    for run in runs:
+        assert run.config.framework == run.framework == run.name.split("-")[0]
+    # each framework has a 1-device run of its own, the baseline of its schedulers
+    baselines = {r.framework: r.baseline_for for r in runs if r.devices == 1}
+    assert baselines == {"tensorflow": ("rr", "binpack"), "jax": ("rr", "binpack")}
+    again = SweepSpec.from_mapping(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.frameworks == ("tensorflow", "jax")
+    # the same grid from an experiment file's [sweep] list
+    path = write_experiment(
+        tmp_path / "fw.toml",
+        sweep={
+            "gpus": [1, 2],
+            "sched": ["rr", "binpack"],
+            "data_threads": "autotune",
+            "framework": ["tensorflow", "jax"],
+        },
+        run={},
+        name="default",
+    )
+    from_file = SweepSpec.build(path)
+    assert [r.name for r in from_file.expand(tmp_path)] == [r.name for r in runs]
+    # one framework keeps the names sweeps had before frameworks were a dimension (resume works)
+    one = SweepSpec.build(gpus="1,2", data_threads="autotune", framework="jax")
+    assert [r.name for r in one.expand(tmp_path)][:2] == ["g1-tauto-r0", "g2-rr-tauto-r0"]
+    assert one.run.framework == "jax" and "framework" not in one.to_dict()["sweep"]
+    assert SweepSpec().frameworks == ("tensorflow",)
+    both = tmp_path / "both.toml"
+    both.write_text("[sweep]\nframework = ['jax']\n[run]\nframework = 'jax'\n")
+    with pytest.raises(GreenkdError, match="not both"):
+        SweepSpec.build(both)
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -291,6 +333,7 @@ def test_a_new_sweep_never_reuses_a_directory_and_resume_takes_the_newest(tmp_pa
         (["--backend", "slurm"], "unknown backend 'slurm'"),
         (["--experiment", "no-such-preset"], "no experiment 'no-such-preset'"),
         (["--name", "../up"], "sweep name '../up'"),
+        (["--framework", "tensorflow,mxnet"], "unknown framework 'mxnet'"),
     ],
 )
 def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path, args, says):

@@ -11,7 +11,7 @@ from greenkd import models
 from greenkd.distill import targets as tg
 from greenkd.distill.assemble import assemble, splice
 from greenkd.errors import GreenkdError
-from greenkd.tfsetup import keras
+from greenkd.framework import keras
 
 
 @pytest.fixture(scope="module")

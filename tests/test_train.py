@@ -13,8 +13,8 @@ from greenkd import data
 from greenkd.config import RunConfig
 from greenkd.distill import targets as tg
 from greenkd.distill.train import pair_model, train_pass
+from greenkd.framework import keras
 from greenkd.rundir import RunDir
-from greenkd.tfsetup import keras
 
 
 def test_block_learns_its_layer(tiny_setup, tiny_cfg):

@@ -30,6 +30,12 @@ def sweep_command(
         help="tf.data settings, comma-separated: autotune, or N parallel calls with intra-op 1.",
     ),
     backend: str | None = typer.Option(None, "--backend", help="local, mpi or dask."),
+    framework: str | None = typer.Option(
+        None,
+        "--framework",
+        help="Frameworks under Keras, comma-separated: tensorflow, jax; each runs the whole grid "
+        "with its own 1-device baseline, and the report compares them.",
+    ),
     repeat: int | None = typer.Option(
         None, "--repeat", help="Runs of every configuration (medians and spread)."
     ),
@@ -45,6 +51,12 @@ def sweep_command(
     ),
     idle_seconds: float | None = typer.Option(
         None, "--idle-seconds", help="Idle power baseline before each run (s)."
+    ),
+    power_model: str | None = typer.Option(
+        None,
+        "--power-model",
+        help="Opt-in energy estimate where nothing measures it: cpu:IDLE_W:MAX_W (watts per CPU "
+        "package at 0 and 100 % utilisation). Reported as an estimate, never added to measured energy.",
     ),
     allow_oversubscribe: bool = typer.Option(
         False, "--allow-oversubscribe", help="Allow more devices than the machine has."
@@ -67,6 +79,8 @@ def sweep_command(
         name=name,
         idle_seconds=idle_seconds,
         allow_oversubscribe=allow_oversubscribe or None,
+        power_model=power_model,
+        framework=framework,
     )
     result = run_sweep(spec, out, reports, resume=resume, name_given=name is not None, quiet=quiet)
     if result.failed:

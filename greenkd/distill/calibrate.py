@@ -13,9 +13,9 @@ import time
 from greenkd import data as data_mod
 from greenkd.distill.setup import Setup
 from greenkd.distill.targets import make_block
-from greenkd.distill.train import pair_model
+from greenkd.distill.train import _BlockTrainer, jit_compile, pair_model
+from greenkd.framework import keras
 from greenkd.schedule import TaskCost
-from greenkd.tfsetup import keras, tf
 
 
 def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
@@ -33,10 +33,11 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
     total_steps = epochs * setup.source.steps("train", cfg.batch_size)
     evals = max(1.0, epochs / cfg.eval_every)
     val_batch = next(iter(data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)))[0]
-    forward = tf.function(lambda x: teacher(x, training=False))
-    _done(forward(val_batch))
+    forward = _Forward(teacher)
+    forward.compile(jit_compile=jit_compile(cfg))
+    _done(forward.predict_on_batch(val_batch))
     started = time.perf_counter()
-    _done(forward(val_batch))
+    _done(forward.predict_on_batch(val_batch))
     per_image_s = (time.perf_counter() - started) / int(val_batch.shape[0])
     eval_s = per_image_s * setup.source.sizes["val"]
 
@@ -45,20 +46,20 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
         t0 = time.perf_counter()
         pairs = pair_model(teacher, [target.name])
         block = make_block(target, cfg.block, layer=teacher.get_layer(target.name), seed=0)
-        optimizer = keras.optimizers.RMSprop(cfg.lr)
+        # the task's own compiled step (the trainer fit() runs), one batch at a time
+        trainer = _BlockTrainer(pairs, [block])
+        trainer.compile(optimizer=keras.optimizers.RMSprop(cfg.lr), jit_compile=jit_compile(cfg))
+        prefix = _Forward(pairs)
+        prefix.compile(jit_compile=jit_compile(cfg))
 
-        @tf.function
-        def step(x, pairs=pairs, block=block, optimizer=optimizer):
-            source, wanted = pairs(x, training=False)
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(block(source, training=True) - wanted))
-            grads = tape.gradient(loss, block.trainable_variables)
-            optimizer.apply_gradients(zip(grads, block.trainable_variables, strict=True))
-            return loss
+        def step(x, trainer=trainer):
+            return trainer.train_on_batch(x, return_dict=True)
 
-        prefix = tf.function(lambda x, pairs=pairs: pairs(x, training=False))
+        def prefix_pass(x, prefix=prefix):
+            return prefix.predict_on_batch(x)
+
         _done(step(images))
-        _done(prefix(images))
+        _done(prefix_pass(images))
         setup_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         for _ in range(steps):
@@ -67,7 +68,7 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
         step_s = (time.perf_counter() - t1) / steps
         t2 = time.perf_counter()
         for _ in range(steps):
-            acts = prefix(images)
+            acts = prefix_pass(images)
         _done(acts)
         prefix_s = min(step_s, (time.perf_counter() - t2) / steps)
         seconds = setup_s + total_steps * step_s + evals * eval_s
@@ -75,7 +76,18 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
     return out
 
 
+class _Forward(keras.Model):
+    """`model` in inference mode as a compiled predict step (Keras traces it once per shape)."""
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__(name=f"forward_{model.name}")
+        self.inner = model
+
+    def call(self, x, training=False):
+        return self.inner(x, training=False)
+
+
 def _done(result) -> None:
     """Wait until the device has computed `result` (copying it to the host does)."""
-    for tensor in tf.nest.flatten(result):
-        tensor.numpy()
+    for tensor in keras.tree.flatten(result):
+        keras.ops.convert_to_numpy(tensor)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 from greenkd.distill.select import grows
 from greenkd.errors import GreenkdError
-from greenkd.tfsetup import keras
+from greenkd.framework import fused_batch_norm, keras
 
 BLOCK_LAYERS = {"a": 2, "b": 3, "c": 2, "d": 3}
 # Blocks train for a few hundred steps; Keras's default 0.99 would leave the
@@ -365,7 +365,7 @@ class TrainingBatchNorm(keras.layers.BatchNormalization):
     CPU (benchmarks/BENCHMARKS.md). Same variables, same formula (biased batch
     variance to normalise, Keras's momentum for the moving statistics), so its
     weights load into a plain BatchNormalization. Anything else (inference, other
-    backends, other ranks or axes) takes Keras's own path.
+    frameworks: `greenkd.framework.fused_batch_norm`, other ranks or axes) takes Keras's own path.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -376,21 +376,14 @@ class TrainingBatchNorm(keras.layers.BatchNormalization):
             and not self.renorm
             and self.scale
             and self.center
-            and keras.backend.backend() == "tensorflow"
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
             and inputs.dtype == "float32"
         )
-        if not fast:
+        fused = fused_batch_norm(inputs, self.gamma, self.beta, self.epsilon) if fast else None
+        if fused is None:  # not this case, or no fused kernel in this framework
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
-        )
-        # the kernel reports the unbiased variance; Keras keeps the biased one
-        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
-        variance = variance * (n - 1.0) / n
+        y, mean, variance = fused
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum)

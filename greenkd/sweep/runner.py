@@ -89,6 +89,7 @@ def run_sweep(
         created_ts=float((previous or {}).get("created_ts") or time.time()),
         records=[RunRecord.planned(r) for r in plan],
         teacher=(previous or {}).get("teacher"),
+        teachers=(previous or {}).get("teachers"),
     )
     earlier = {r.get("run"): r for r in (previous or {}).get("runs") or [] if isinstance(r, dict)}
     todo: list[tuple[SweepRun, RunRecord]] = []
@@ -114,8 +115,7 @@ def run_sweep(
             if todo:
                 # names and files are checked here at once; the rest waits for the teacher step
                 check_model_and_dataset(plan[0].config)
-                state.teacher = prepare_teacher(plan[0].config, sweep_dir, console, python)
-                state.save()
+                _prepare_teachers(state, plan, todo, console, python)
             runner = _Runner(state, console, python)
             for i, (run, record) in enumerate(todo):
                 runner.run(run, record, position=(len(plan) - len(todo) + i, len(plan)))
@@ -148,6 +148,36 @@ def run_sweep(
 
     report = write_report(sweep_dir, reports)
     return SweepResult(sweep_dir, report, state.records)
+
+
+def _prepare_teachers(
+    state: SweepState,
+    plan: list[SweepRun],
+    todo: list[tuple[SweepRun, RunRecord]],
+    console: Console,
+    python: str,
+) -> None:
+    """The teacher of every framework with runs left, each trained (or loaded) by its framework.
+
+    A sweep of one framework keeps sweep.json's `teacher` and teacher.json as before; a sweep of
+    several also records `teachers` by framework (teacher-FRAMEWORK.json)."""
+    frameworks = state.spec.frameworks
+    if len(frameworks) == 1:
+        state.teacher = prepare_teacher(plan[0].config, state.path, console, python)
+        state.save()
+        return
+    left = {run.framework for run, _ in todo}
+    teachers = dict(state.teachers or {})
+    for framework in frameworks:
+        if framework not in left:
+            continue
+        first = next(run for run in plan if run.framework == framework)
+        teachers[framework] = prepare_teacher(
+            first.config, state.path, console, python, tag=framework
+        )
+        state.teachers = teachers
+        state.teacher = teachers.get(frameworks[0]) or teachers[framework]
+        state.save()
 
 
 @contextlib.contextmanager
@@ -215,6 +245,7 @@ class _Runner:
                     out=run_dir,
                     hz=self.state.spec.hz,
                     idle_seconds=self.state.spec.idle_seconds,
+                    power_model=self.state.spec.power_model,
                     gpus=used_gpus,
                     summary_name="profile.json",
                 )

@@ -14,6 +14,7 @@ from typing import Any
 
 from greenkd.config import (
     BACKENDS,
+    FRAMEWORKS,
     SCHEDULERS,
     DataThreads,
     RunConfig,
@@ -21,6 +22,7 @@ from greenkd.config import (
     parse_int_list,
 )
 from greenkd.errors import GreenkdError
+from profilers.sensors.model import parse_power_model
 
 # What `greenkd sweep` runs with no arguments; experiments/default.toml holds the same values
 # (a test checks they agree) so the installed package works without the repository.
@@ -52,7 +54,9 @@ _SWEEP_KEYS = (
     "backend",
     "idle_seconds",
     "hz",
+    "power_model",
     "allow_oversubscribe",
+    "framework",
 )
 _NOT_RUN_KEYS = (
     "gpus",
@@ -77,6 +81,7 @@ class SweepRun:
     threads: str  # the thread setting's label (DataThreads.label)
     repeat: int
     baseline_for: tuple[str, ...] = ()  # schedulers a shared 1-device run is the baseline of
+    framework: str = "tensorflow"  # the config's framework (its own grid and 1-device baseline)
 
     def meta(self, sweep: str) -> dict[str, Any]:
         """What the sweep adds to the run's config.json `meta` (the analysis reads it)."""
@@ -91,7 +96,8 @@ class SweepRun:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A grid of distillation runs: device counts x schedulers x tf.data threads x repeats over one RunConfig."""
+    """A grid of distillation runs: frameworks x device counts x schedulers x data threads x repeats
+    over one RunConfig."""
 
     name: str = "default"
     description: str = DEFAULT_SWEEP_DESCRIPTION
@@ -102,8 +108,14 @@ class SweepSpec:
     backend: str = "local"
     idle_seconds: float = 0.0  # profiler idle baseline before each run
     hz: float = 1.0
+    # `--power-model cpu:IDLE_W:MAX_W`: each run's profile also estimates CPU package energy
+    # (sensor=model, labelled an estimate in the report, never added to measured energy).
+    power_model: str | None = None
     allow_oversubscribe: bool = False
     run: RunConfig = DEFAULT_SWEEP_RUN  # every other run setting
+    # The frameworks under Keras, each a grid of its own; () = the run's framework alone. With one,
+    # `run.framework` holds it (sweep.json as before); with more, `run.framework` is the first.
+    frameworks: tuple[str, ...] = ()
     experiment: str | None = field(default=None, compare=False)  # the TOML it came from
 
     def __post_init__(self) -> None:
@@ -136,6 +148,18 @@ class SweepSpec:
         for ok, message in checks:
             if not ok:
                 raise GreenkdError(message)
+        frameworks = tuple(
+            parse_choice_list(
+                self.frameworks or (self.run.framework,), FRAMEWORKS, what="framework"
+            )
+        )
+        object.__setattr__(self, "frameworks", frameworks)
+        if self.run.framework != frameworks[0]:
+            object.__setattr__(self, "run", self.run.replace(framework=frameworks[0]))
+        if self.power_model is not None:
+            # Canonical text in sweep.json; a malformed model is a one-line error here.
+            model = parse_power_model(self.power_model)
+            object.__setattr__(self, "power_model", model.spec if model else None)
 
     # ------------------------------------------------------------------ building
 
@@ -152,6 +176,8 @@ class SweepSpec:
         name: str | None = None,
         idle_seconds: float | None = None,
         allow_oversubscribe: bool | None = None,
+        power_model: str | None = None,
+        framework: str | None = None,
     ) -> SweepSpec:
         """The spec from an experiment TOML (or the built-in default), then every flag given over it."""
         spec = cls() if experiment is None else cls.from_toml(resolve_experiment(experiment))
@@ -162,12 +188,17 @@ class SweepSpec:
             changes["scheds"] = tuple(parse_choice_list(sched, SCHEDULERS, what="scheduler"))
         if data_threads is not None:
             changes["data_threads"] = _parse_threads(data_threads)
+        if framework is not None:
+            changes["frameworks"] = tuple(
+                parse_choice_list(framework, FRAMEWORKS, what="framework")
+            )
         for key, value in (
             ("backend", backend),
             ("repeat", repeat),
             ("name", name),
             ("idle_seconds", idle_seconds),
             ("allow_oversubscribe", allow_oversubscribe),
+            ("power_model", power_model),
         ):
             if value is not None:
                 changes[key] = value
@@ -226,11 +257,20 @@ class SweepSpec:
             )
         if "data_threads" in grid:
             values["data_threads"] = _parse_threads(grid["data_threads"])
+        if "framework" in grid:
+            if "framework" in run:
+                raise GreenkdError(
+                    "set framework under [sweep] (a list: one grid each) or [run], not both"
+                )
+            values["frameworks"] = tuple(
+                parse_choice_list(_as_text(grid["framework"]), FRAMEWORKS, what="framework")
+            )
         for key, kind in (
             ("repeat", int),
             ("backend", str),
             ("idle_seconds", float),
             ("hz", float),
+            ("power_model", str),
             ("allow_oversubscribe", bool),
         ):
             if key in grid:
@@ -247,6 +287,9 @@ class SweepSpec:
         run = self.run.to_dict()
         for key in _NOT_RUN_KEYS:
             run.pop(key, None)
+        several = len(self.frameworks) > 1
+        if several:  # [sweep] framework holds them; one framework stays in [run] as before
+            run.pop("framework", None)
         return {
             "name": self.name,
             "description": self.description,
@@ -258,7 +301,9 @@ class SweepSpec:
                 "backend": self.backend,
                 "idle_seconds": self.idle_seconds,
                 "hz": self.hz,
+                **({"power_model": self.power_model} if self.power_model else {}),
                 "allow_oversubscribe": self.allow_oversubscribe,
+                **({"framework": list(self.frameworks)} if several else {}),
             },
             "run": run,
         }
@@ -268,45 +313,54 @@ class SweepSpec:
     def expand(
         self, sweep_dir: str | Path, *, cores_per_device: int | None = None
     ) -> list[SweepRun]:
-        """Every run in order: repeat, threads, device count, scheduler; names like `g2-binpack-t4-r0`.
+        """Every run in order: repeat, framework, threads, device count, scheduler; names like
+        `g2-binpack-t4-r0`, or `jax-g2-binpack-t4-r0` in a sweep of several frameworks (one
+        framework keeps the names of sweeps from before frameworks were a dimension, so they resume).
 
-        A 1-device run is the same whatever the scheduler, so it runs once per thread setting
-        and repeat (`g1-t4-r0`), configured with the first scheduler, and is every scheduler's
-        baseline. `cores_per_device` makes a CPU device the same size at every device count.
+        A 1-device run is the same whatever the scheduler, so it runs once per framework, thread
+        setting and repeat (`g1-t4-r0`), configured with the first scheduler, and is every
+        scheduler's baseline within its framework. `cores_per_device` makes a CPU device the same
+        size at every device count.
         """
         sweep_dir = Path(sweep_dir)
         runs: list[SweepRun] = []
-        for repeat in range(self.repeat):
-            for threads in self.data_threads:
-                token = _threads_text(threads).replace("autotune", "auto")
-                for n in sorted(self.devices):
-                    scheds = self.scheds[:1] if n == 1 else self.scheds
-                    for sched in scheds:
-                        name = (
-                            f"g1-t{token}-r{repeat}"
-                            if n == 1
-                            else f"g{n}-{sched}-t{token}-r{repeat}"
+        grid = [
+            (repeat, framework, threads)
+            for repeat in range(self.repeat)
+            for framework in self.frameworks
+            for threads in self.data_threads
+        ]
+        for repeat, framework, threads in grid:
+            prefix = f"{framework}-" if len(self.frameworks) > 1 else ""
+            token = _threads_text(threads).replace("autotune", "auto")
+            for n in sorted(self.devices):
+                scheds = self.scheds[:1] if n == 1 else self.scheds
+                for sched in scheds:
+                    name = prefix + (
+                        f"g1-t{token}-r{repeat}" if n == 1 else f"g{n}-{sched}-t{token}-r{repeat}"
+                    )
+                    config = self.run.replace(
+                        framework=framework,
+                        gpus=n,
+                        sched=sched,
+                        data_threads=threads,
+                        backend=self.backend,
+                        allow_oversubscribe=self.allow_oversubscribe,
+                        cores_per_device=cores_per_device,
+                        out=str(sweep_dir / name),
+                    )
+                    runs.append(
+                        SweepRun(
+                            name,
+                            config,
+                            n,
+                            sched,
+                            threads.label,
+                            repeat,
+                            baseline_for=self.scheds if n == 1 else (),
+                            framework=framework,
                         )
-                        config = self.run.replace(
-                            gpus=n,
-                            sched=sched,
-                            data_threads=threads,
-                            backend=self.backend,
-                            allow_oversubscribe=self.allow_oversubscribe,
-                            cores_per_device=cores_per_device,
-                            out=str(sweep_dir / name),
-                        )
-                        runs.append(
-                            SweepRun(
-                                name,
-                                config,
-                                n,
-                                sched,
-                                threads.label,
-                                repeat,
-                                baseline_for=self.scheds if n == 1 else (),
-                            )
-                        )
+                    )
         return runs
 
 

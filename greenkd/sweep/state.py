@@ -32,6 +32,7 @@ class RunRecord:
     threads: str
     repeat: int
     baseline_for: list[str] = field(default_factory=list)
+    framework: str = "tensorflow"
     status: str = "pending"  # pending | running | complete | partial | failed
     error: str | None = None
     interrupted: bool = False
@@ -47,7 +48,13 @@ class RunRecord:
     @classmethod
     def planned(cls, run: SweepRun) -> RunRecord:
         return cls(
-            run.name, run.devices, run.sched, run.threads, run.repeat, list(run.baseline_for)
+            run.name,
+            run.devices,
+            run.sched,
+            run.threads,
+            run.repeat,
+            list(run.baseline_for),
+            run.framework,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +73,9 @@ class SweepState:
     records: list[RunRecord]
     status: str = "running"  # running | complete | interrupted | failed
     error: str | None = None  # why the sweep itself failed
-    teacher: dict[str, Any] | None = None
+    teacher: dict[str, Any] | None = None  # the first framework's (a sweep of one: its only)
+    # every framework's teacher, by framework, in a sweep of several (each trains its own)
+    teachers: dict[str, dict[str, Any]] | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
     def save(self) -> None:
@@ -86,6 +95,7 @@ class SweepState:
                     "cores": self.machine.cores,
                 },
                 "teacher": self.teacher,
+                **({"teachers": self.teachers} if self.teachers else {}),
                 "command": self.command,
                 "runs": [r.to_dict() for r in self.records],
             },

@@ -25,12 +25,16 @@ TEACHER_LOG = "teacher.log"
 
 
 def prepare_teacher(
-    cfg: RunConfig, sweep_dir: Path, console: Console, python: str
+    cfg: RunConfig, sweep_dir: Path, console: Console, python: str, *, tag: str = ""
 ) -> dict[str, Any]:
-    """Train (or load) the teacher once in a child process, so that no run's time includes it."""
-    result_path = sweep_dir / TEACHER_FILE
+    """Train (or load) the teacher once in a child process, so that no run's time includes it.
+
+    `tag` names its files (teacher-TAG.json, teacher-TAG.log): a sweep of several frameworks
+    prepares one teacher per framework."""
+    suffix = f"-{tag}" if tag else ""
+    result_path = sweep_dir / TEACHER_FILE.replace(".json", f"{suffix}.json")
     result_path.unlink(missing_ok=True)
-    log_path = sweep_dir / TEACHER_LOG
+    log_path = sweep_dir / TEACHER_LOG.replace(".log", f"{suffix}.log")
     argv = [
         python,
         "-c",
@@ -43,7 +47,7 @@ def prepare_teacher(
         log_path.open("w") as log,
     ):
         code = subprocess.run(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=teacher_env(), check=False
+            argv, stdout=log, stderr=subprocess.STDOUT, env=teacher_env(cfg.framework), check=False
         ).returncode
     result = read_json(result_path)
     if code != 0 or result is None:
@@ -59,7 +63,7 @@ def prepare_teacher(
     training = result.get("training")
     how = f", {training['epochs_run']} epochs, {training['stopped']}" if training else ""
     console.print(
-        f"teacher {Path(result['path']).name} ({state}{how}): top-1 {result['accuracy']:.2%}, "
+        f"{tag + ' ' if tag else ''}teacher {Path(result['path']).name} ({state}{how}): top-1 {result['accuracy']:.2%}, "
         f"{result['n_targets']} layer tasks{_skipped_text(result)}"
     )
     return result
@@ -72,14 +76,20 @@ def _skipped_text(result: dict) -> str:
     return f" ({', '.join(skipped)} skipped: block larger than the conv)"
 
 
-def teacher_env() -> dict[str, str]:
+def teacher_env(framework: str = "tensorflow") -> dict[str, str]:
     """The teacher child's environment: it trains on one GPU (the first the sweep may use) or
-    none, and takes memory as it needs it, never every GPU of the node."""
-    from greenkd.devices import GPU_MEMORY_ENV, NO_GPU_ENV, visible_gpus
+    none, and takes memory as it needs it, never every GPU of the node; Keras loads
+    `framework` there."""
+    from greenkd.devices import GPU_MEMORY_ENV, NO_GPU_ENV, framework_env, visible_gpus
     from profilers.gpus import visible_env
 
     gpus = visible_gpus()
-    return {**os.environ, **(visible_env(gpus[0]) if gpus else NO_GPU_ENV), **GPU_MEMORY_ENV}
+    return {
+        **os.environ,
+        **(visible_env(gpus[0]) if gpus else NO_GPU_ENV),
+        **GPU_MEMORY_ENV,
+        **framework_env(framework),
+    }
 
 
 def teacher_main() -> None:

@@ -1,0 +1,120 @@
+"""greenkd on JAX, with TensorFlow unimportable: the default distillation, and the same blocks
+from a serial, a 2-worker local and a Dask run.
+
+Every run is a real `greenkd distill --framework jax` in a fresh interpreter whose PYTHONPATH
+starts with a `tensorflow` package that raises ImportError and writes down who tried to import
+it: the runs must succeed, and nothing may even try (Keras's own optional probe for TensorFlow
+is answered by greenkd.framework before it imports anything).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.register_assert_rewrite("parallel_fixtures")
+from parallel_fixtures import parallel_env, read_tasks, run_cli, tiny_config  # noqa: E402
+
+from greenkd.rundir import RunDir  # noqa: E402
+
+pytest_plugins = ("parallel_fixtures",)  # small_teacher, parallel_root
+pytestmark = pytest.mark.slow
+
+BLOCKER = """
+import os, traceback
+frames = [f for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename
+          and not f.filename.startswith("<frozen")]
+with open(os.environ["GREENKD_TEST_TF_IMPORTS"], "a") as fh:
+    fh.write(frames[-1].filename + "\\n")
+raise ImportError("TensorFlow is made unimportable by this test")
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_env(parallel_root, tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("no-tensorflow")
+    (root / "tensorflow").mkdir()
+    (root / "tensorflow" / "__init__.py").write_text(BLOCKER)
+    return {
+        **parallel_env(parallel_root),
+        "PYTHONPATH": str(root),
+        "GREENKD_TEST_TF_IMPORTS": str(root / "attempts.txt"),
+    }
+
+
+def _tf_imports(env: dict[str, str]) -> list[str]:
+    path = Path(env["GREENKD_TEST_TF_IMPORTS"])
+    return path.read_text().split() if path.exists() else []
+
+
+def _distill(cfg, env: dict[str, str], tmp: Path):
+    cfg.write(tmp / "config.json")
+    done = run_cli(["distill", "--config", str(tmp / "config.json"), "--quiet"], env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(cfg.out)
+
+
+def test_jax_distill_of_the_default_finishes_with_tensorflow_unimportable(jax_env, tmp_path):
+    out = tmp_path / "run"
+    done = run_cli(
+        ["distill", "--framework", "jax", "--width", "0.0625", "--n-train", "512",
+         "--n-val", "128", "--teacher-epochs", "4", "--batch-size", "32", "--epochs", "1",
+         "--finetune-epochs", "1", "--out", str(out)],
+        jax_env, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teacher vs student" in done.stdout and "blocks accepted" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["framework"] == "jax"
+    assert summary["accepted"], "no block made it into the student"
+    assert summary["student_params"] < summary["teacher_params"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["framework"] == "jax"
+    attempts = _tf_imports(jax_env)
+    assert attempts == [], attempts  # not even Keras's probe (greenkd.framework answers it)
+
+
+@pytest.fixture(scope="module")
+def jax_runs(small_teacher, jax_env, tmp_path_factory) -> dict[str, Path]:
+    """The small teacher's tasks on JAX: serially on one device, on 2 local workers, on Dask."""
+    runs = {}
+    for name, changes in {
+        "serial": {"gpus": 1},
+        "local": {"gpus": 2, "sched": "rr"},
+        "dask": {"gpus": 2, "sched": "ws", "backend": "dask"},
+    }.items():
+        tmp = tmp_path_factory.mktemp(f"jax-{name}")
+        # 2 epochs, evaluated once: enough to tell blocks apart; the runs share one JAX
+        # compilation cache (the first compiles, the others load)
+        cfg = tiny_config(small_teacher, tmp / "run", framework="jax", accept_max_drop=0.5,
+                          epochs=2, eval_every=2, **changes)  # fmt: skip
+        runs[name] = _distill(cfg, jax_env, tmp)
+    return runs
+
+
+def test_jax_local_and_dask_runs_give_the_serial_runs_blocks_and_accepted_set(jax_runs, jax_env):
+    summaries = {k: json.loads((r / "summary.json").read_text()) for k, r in jax_runs.items()}
+    assert all(s["status"] == "complete" and s["framework"] == "jax" for s in summaries.values())
+    assert summaries["serial"]["n_devices"] == 1 and summaries["local"]["n_devices"] == 2
+    rows = {k: {row["task"]: row for row in read_tasks(r)} for k, r in jax_runs.items()}
+    # the parallel runs really ran on two worker processes
+    for k in ("local", "dask"):
+        assert len({row["pid"] for row in rows[k].values()}) == 2, k
+    names = sorted(rows["serial"])
+    assert len(names) == 5
+    for name in names:
+        reference = RunDir(jax_runs["serial"]).load_block(name)
+        for k in ("local", "dask"):
+            weights = RunDir(jax_runs[k]).load_block(name)
+            for a, b in zip(reference, weights, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{name} in {k}")
+            assert rows[k][name]["accuracy"] == rows["serial"][name]["accuracy"]
+            assert rows[k][name]["accepted"] == rows["serial"][name]["accepted"]
+    accepted = summaries["serial"]["accepted"]
+    assert 0 < len(accepted) < len(names)  # a real selection: some blocks in, some out
+    assert summaries["local"]["accepted"] == summaries["dask"]["accepted"] == accepted
+    attempts = _tf_imports(jax_env)
+    assert attempts == [], attempts  # not even Keras's probe (greenkd.framework answers it)
