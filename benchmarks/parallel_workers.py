@@ -9,7 +9,11 @@ each T2 run so that drift in the machine's load hits both (the first T1's
 measured task times fill this benchmark's own timing store, which the plans then
 use). The load average before each run is printed: other work shows up there.
 `Amdahl` is the efficiency a perfect task phase would give with T1's serial part
-(setup, assembly and fine-tuning in the parent).
+(everything but the task phase). A second table gives each pair's set-up, selection and
+fine-tuning seconds (summary `whole_run`: every fine-tune, the selection's brief ones too), how
+many devices the 2-worker run fine-tuned on (data-parallel), the fine-tuning efficiency and the
+2-worker run's own Amdahl bound; then, per scheduler, the median over the pairs of the whole-run,
+task-phase and fine-tuning efficiencies (`--repeat 3`: the median of 3 pairs).
 
 Then each policy's predicted makespan on 2 devices from the measured 1-core
 task times, against the lower bound max(sum/2, longest task). Fused runs (the
@@ -18,6 +22,10 @@ them it prints each worker's busy time instead; `--distill-args=--no-fuse` times
 the paper's one-task-at-a-time mode.
 
     python benchmarks/parallel_workers.py [--sched ws,binpack,rr] [--out DIR] [--repeat 1]
+
+`--quick` runs the same script on tiny settings (QUICK: a VGG16 of width 1/16, 256 images, one
+epoch everywhere) to check it end to end in a few minutes; its numbers measure start-up, not
+scaling.
 """
 
 from __future__ import annotations
@@ -25,12 +33,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from math import nan
 from pathlib import Path
 
 GREENKD = [sys.executable, "-m", "greenkd"]
+QUICK = [
+    "--width",
+    "0.0625",
+    "--n-train",
+    "256",
+    "--n-val",
+    "128",
+    "--teacher-epochs",
+    "1",
+    "--epochs",
+    "1",
+    "--finetune-epochs",
+    "1",
+]
 
 
 def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]) -> dict:
@@ -44,7 +68,13 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
     if done.returncode != 0:
         sys.exit(f"run failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
+    parts = (summary.get("whole_run") or {}).get("seconds") or {}
     return {
+        "finetune_s": parts.get("finetune", summary["seconds"].get("finetune", 0.0)),
+        "selection_s": parts.get("selection", 0.0),
+        "setup_s": summary["seconds"].get("setup", 0.0),
+        "amdahl": (summary.get("whole_run") or {}).get("amdahl_efficiency", float("nan")),
+        "finetune_devices": summary.get("finetune_devices"),
         "n": n,
         "sched": sched,
         "wall_s": wall_s,
@@ -71,16 +101,21 @@ def _worker_load(run: Path) -> dict[str, tuple[float, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sched", default="ws,binpack,rr", help="2-worker schedulers to time")
-    parser.add_argument("--out", default="runs/bench-parallel", help="where the runs go")
+    parser.add_argument(
+        "--out", default=None, help="where the runs go (runs/bench-parallel[-quick])"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="2-worker runs per scheduler")
     parser.add_argument(
         "--distill-args",
         default="",
         help="extra `greenkd distill` flags (default: none, the default run)",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny settings: checks the script, measures nothing"
+    )
     args = parser.parse_args()
-    extra = args.distill_args.split()
-    root = Path(args.out)
+    extra = [*(QUICK if args.quick else []), *args.distill_args.split()]
+    root = Path(args.out or ("runs/bench-parallel-quick" if args.quick else "runs/bench-parallel"))
     root.mkdir(parents=True, exist_ok=True)
     store = root / "timings.json"
     store.unlink(missing_ok=True)  # plans use only what this benchmark measured
@@ -112,6 +147,24 @@ def main() -> None:
               f"{one['wall_s']:8.1f} {two['wall_s']:8.1f} {one['total_s']:9.1f} {two['total_s']:9.1f} "
               f"{one['tasks_s']:9.1f} {two['tasks_s']:9.1f} "
               + " ".join(f"{e:9.3f}" for e in effs) + f" {amdahl:7.3f}  {two['cost_source']}")  # fmt: skip
+    print()
+    print(f"{'2-worker run':<14} {'T1 setup':>8} {'T2 setup':>8} {'T1 select':>9} {'T2 select':>9} "
+          f"{'T1 ft':>7} {'T2 ft':>7} {'ft devices':>10} {'eff ft':>7} {'T2 bound':>8}")  # fmt: skip
+    for one, two in pairs:
+        eff_ft = one["finetune_s"] / (2 * two["finetune_s"]) if two["finetune_s"] else float("nan")
+        print(f"{two['out'].name:<14} {one['setup_s']:8.1f} {two['setup_s']:8.1f} "
+              f"{one['selection_s']:9.1f} {two['selection_s']:9.1f} {one['finetune_s']:7.1f} "
+              f"{two['finetune_s']:7.1f} {two['finetune_devices']!s:>10} {eff_ft:7.3f} "
+              f"{two['amdahl']:8.3f}")  # fmt: skip
+    for sched in args.sched.split(","):
+        mine = [(one, two) for one, two in pairs if two["sched"] == sched]
+        med = {
+            k: statistics.median([one[k] / (2 * two[k]) for one, two in mine if two[k]] or [nan])
+            for k in ("total_s", "tasks_s", "selection_s", "finetune_s")
+        }
+        print(f"median of {len(mine)} pair(s), {sched}: whole run {med['total_s']:.3f}, "
+              f"task phase {med['tasks_s']:.3f}, selection {med['selection_s']:.3f}, "
+              f"fine-tuning {med['finetune_s']:.3f}")  # fmt: skip
     first = pairs[0][0]
 
     from greenkd import schedule

@@ -7,16 +7,23 @@ model that measures every candidate set spliced in, and brief fine-tunes of asse
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from greenkd import data as data_mod
 from greenkd.config import RunConfig
 from greenkd.distill import assemble as asm
+from greenkd.distill import dataparallel
 from greenkd.distill import select as choose
 from greenkd.distill.setup import Setup
-from greenkd.distill.train import branch_accuracies, evaluate_accuracy, jit_compile
-from greenkd.executors.base import Progress, TaskResult
-from greenkd.tfsetup import keras
+from greenkd.distill.train import evaluate_accuracy, jit_compile
+from greenkd.errors import GreenkdError
+from greenkd.executors.base import Progress, Replicas, TaskResult
+from greenkd.framework import keras
 
 # Epochs of each brief fine-tune that target-mode selection runs to judge a set of blocks, or
 # the run's --finetune-epochs where that is fewer. At the default 10 a try is the run's whole
@@ -48,8 +55,9 @@ def select_blocks(
     cfg: RunConfig,
     results: dict[str, TaskResult],
     val,
-    tuned: dict[tuple[str, ...], tuple[Any, float]],
+    tuned: dict[tuple[str, ...], Tuned],
     reporter: Progress,
+    tuner: Tuner | None = None,
 ) -> choose.Selection:
     """Target mode: `select.by_target` with the real splicing and fine-tuning.
 
@@ -57,31 +65,27 @@ def select_blocks(
     ranked prefix, compiled and run once over the validation split (9 s for 12 prefixes); then
     at most `select.MAX_TRIES` brief fine-tunes of BRIEF_FINETUNE_EPOCHS epochs, each an assembly,
     a traced training step and the epoch (7 s with 3 blocks, 22 s with 12, mostly tracing). A
-    tried student is kept in `tuned` when its brief fine-tune is as long as the run's.
+    tried student is kept in `tuned` when its brief fine-tune is as long as the run's. Both run
+    on the run's workers where the executor keeps them (`Tuner`): the sets dealt out among them,
+    each fine-tune data-parallel.
     """
-    teacher = setup.teacher.model
     brief = min(BRIEF_FINETUNE_EPOCHS, cfg.finetune_epochs)
+    tuner = tuner or Tuner(setup, val)
 
     def weights(names) -> dict[str, Any]:
         return {n: results[n].weights for n in names}
 
     def evaluate_sets(sets):
-        every = dict.fromkeys(n for s in sets for n in s)  # one block layer, shared by its sets
-        trained = asm.trained_blocks(teacher, setup.targets, weights(every), cfg.block)
-        accuracies = branch_accuracies(
-            asm.set_branches(teacher, [{n: trained[n] for n in s} for s in sets]),
-            val,
-            jit_compile(cfg),
-        )
+        accuracies = tuner.evaluate_sets(weights(n for s in sets for n in s), sets, cfg)
         for s, accuracy in zip(sets, accuracies, strict=True):
             reporter.phase("select", f"{len(s):>3} block(s) spliced in: top-1 {accuracy:.2%}")
         return accuracies
 
     def finetune_and_evaluate(names):
-        student = asm.assemble(teacher, setup.targets, weights(names), cfg.block)
-        accuracy = finetune(student, setup, cfg.replace(finetune_epochs=brief), val)
+        done = tuner(weights(names), cfg.replace(finetune_epochs=brief))
+        accuracy = done.accuracy
         if brief == cfg.finetune_epochs:
-            tuned[names] = (student, accuracy)
+            tuned[names] = done
         reporter.phase(
             "select",
             f"{len(names):>3} block(s) after a {brief}-epoch fine-tune: top-1 {accuracy:.2%} "
@@ -106,12 +110,113 @@ def aim(goal: choose.Goal) -> str:
     )
 
 
+@dataclass
+class Tuned:
+    """One fine-tune's outcome: its top-1 and the fine-tuned student, or (data-parallel, where
+    this process did not assemble it) the student's weights, for `Tuner.student`."""
+
+    accuracy: float
+    student: Any | None = None
+    weights: list[np.ndarray] | None = None
+
+
+class Tuner:
+    """Every fine-tune of a run and target-mode selection's spliced evaluations, timed
+    (`seconds`, `seconds_evaluate`): on the run's worker processes where the executor keeps
+    them (`replicas`, see dataparallel.py), else in this process. A worker lost or failing sends
+    this and every later one here."""
+
+    def __init__(
+        self, setup: Setup, val, replicas: Replicas | None = None, reporter: Progress | None = None
+    ) -> None:
+        self.setup, self.val, self.reporter = setup, val, reporter
+        self.replicas = replicas if replicas is not None and dataparallel.supported() else None
+        # why this process fine-tunes (and evaluates) instead of the workers; None: it does not
+        self.fallback: str | None = None
+        if replicas is None:
+            self.fallback = "the executor keeps no workers after the tasks"
+        elif self.replicas is None:
+            self.fallback = f"no data-parallel fine-tuning under {dataparallel.FRAMEWORK} yet"
+        self.seconds = 0.0
+        self.seconds_evaluate = 0.0
+        self.devices = 0  # how many devices the last fine-tune was split over (1: this process)
+        self.evaluate_devices = 0  # the same for the spliced evaluations
+
+    def _on_workers(self, job, phase: str) -> list[Any] | None:
+        """What every worker returned for `job`, or None where it runs here (no workers, or
+        one lost or failing now: then the rest of the run stays here too)."""
+        if self.replicas is None:
+            return None
+        try:
+            return self.replicas(job)
+        except GreenkdError as exc:
+            self.replicas = None
+            self.fallback = str(exc)
+            if self.reporter is not None:
+                self.reporter.phase(phase, f"{exc}; going on in this process")
+            return None
+
+    def evaluate_sets(
+        self, blocks: Mapping[str, list[np.ndarray]], sets, cfg: RunConfig
+    ) -> list[float]:
+        """Each set's top-1 spliced into the teacher (`dataparallel.spliced_accuracies`), the
+        sets dealt out among the workers."""
+        started = time.perf_counter()
+        try:
+            sets = tuple(tuple(s) for s in sets)
+            results = self._on_workers(
+                dataparallel.EvaluateSetsJob(dict(blocks), sets, cfg), "select"
+            )
+            if results is not None:
+                merged = {i: a for r in results for i, a in r.items()}
+                self.evaluate_devices = len(results)
+                return [merged[i] for i in range(len(sets))]
+            self.evaluate_devices = 1
+            return dataparallel.spliced_accuracies(self.setup, blocks, sets, self.val, cfg)
+        finally:
+            self.seconds_evaluate += time.perf_counter() - started
+
+    def __call__(
+        self, blocks: Mapping[str, list[np.ndarray]], cfg: RunConfig, student=None
+    ) -> Tuned:
+        """Fine-tune the student of `blocks` (`student`, already assembled from them, or None)
+        and return its top-1 after. On the workers this process assembles nothing unless given
+        the student: `student(...)` builds it when it is wanted."""
+        started = time.perf_counter()
+        try:
+            results = self._on_workers(dataparallel.FinetuneJob(dict(blocks), cfg), "finetune")
+            if results is not None:
+                self.devices = len(results)
+                done = Tuned(results[0]["accuracy"], weights=results[0]["weights"])
+                if student is not None:
+                    done.student = self.student(done, blocks, cfg, student)
+                return done
+            self.devices = 1
+            if student is None:
+                student = asm.assemble(
+                    self.setup.teacher.model, self.setup.targets, blocks, cfg.block
+                )
+            return Tuned(finetune(student, self.setup, cfg, self.val), student)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def student(
+        self, done: Tuned, blocks: Mapping[str, list[np.ndarray]], cfg: RunConfig, student=None
+    ):
+        """The fine-tuned student of `done` (assembled here, into `student` if given, where the
+        workers fine-tuned it)."""
+        if done.student is not None:
+            return done.student
+        if student is None:
+            student = asm.assemble(self.setup.teacher.model, self.setup.targets, blocks, cfg.block)
+        asm.prepare_for_finetune(student, [t.name for t in self.setup.targets], cfg)
+        student.set_weights(done.weights)
+        return student
+
+
 def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     """Fine-tune the assembled student with labels; return its top-1 after."""
-    if cfg.finetune_layers == "blocks":
-        asm.freeze_teacher_layers(student, [t.name for t in setup.targets])
-    elif cfg.freeze_1x1:
-        asm.freeze_for_finetune(student)
+    asm.prepare_for_finetune(student, [t.name for t in setup.targets], cfg)
     steps = setup.source.steps("train", cfg.batch_size)
     # the data order from the run seed alone: tf.data's shuffle seed pairs with the global seed,
     # which building blocks sets to each block's own

@@ -11,8 +11,7 @@ results back. No framework import here: workers bind their device first.
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ from greenkd.config import RunConfig
 from greenkd.devices import Device
 from greenkd.errors import GreenkdError
 from greenkd.schedule import Plan
+from profilers.hostid import host_name
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TaskResult:
     start: float  # Unix seconds, the one clock shared with the profiler
     end: float
     device: str = "cpu0"
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=host_name)  # $GREENKD_HOST where a test plays hosts
     pid: int = field(default_factory=os.getpid)
     fused_group: str = ""  # non-empty when trained in one fused pass with others
     interrupted: bool = False  # cut short by Ctrl-C: `epochs` says how many it trained
@@ -51,6 +51,12 @@ class TaskResult:
     # tracing and compiling of the training and evaluation steps, estimated as the first epoch
     # (evaluation) of each segment beyond the median of the later ones; NaN: nothing to compare
     seconds_compile: float = float("nan")
+    # fused passes only (greenkd.distill.blockcost): the block's own and the shared trunk's cost
+    # per step, measured after the pass, and scaled to the steps trained; NaN elsewhere
+    block_step_s: float = float("nan")
+    trunk_step_s: float = float("nan")
+    seconds_block: float = float("nan")
+    seconds_trunk: float = float("nan")
 
     @property
     def mse_best(self) -> float:
@@ -90,6 +96,23 @@ class TaskSource(Protocol):
         ...
 
     def load(self) -> Trainer: ...
+
+
+Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
+"""Sums arrays over every worker of a collective job: each worker passes its own, in the same
+order and shapes, and gets the element-wise sums back (summed rank by rank, so every run of the
+same job sums in the same order)."""
+
+
+class Replicas(Protocol):
+    """An executor's workers, kept after the tasks, running one job together (data-parallel
+    fine-tuning): `replicas(job)` calls `job(trainer, rank, size, reduce)` in every worker at once,
+    with its loaded tasks, and returns what each rank returned, rank by rank. It raises
+    GreenkdError when a worker fails or dies."""
+
+    size: int
+
+    def __call__(self, job: Callable[[Trainer, int, int, Reduce], Any]) -> list[Any]: ...
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+import numpy as np
 
 from greenkd.devices import Device
 from greenkd.errors import GreenkdError
@@ -85,17 +87,34 @@ def _signal_name(exitcode: int | None) -> str:
 class LocalExecutor:
     """Runs a plan on one spawned worker process per device; yields results as they arrive."""
 
-    def __init__(self, source: TaskSource, devices: list[Device] | None = None) -> None:
+    def __init__(
+        self, source: TaskSource, devices: list[Device] | None = None, *, keep: bool = False
+    ) -> None:
         self.source = source
         self.lost_workers: list[dict[str, Any]] = []
+        # keep: the workers stay after the tasks, teacher and data loaded, for `replicas()`
+        # (data-parallel fine-tuning) until `close()`
+        self.keep = keep
+        self._kept: list[_Worker] = []
         # Given the devices, the workers start now: binding and importing TensorFlow
         # overlap this process's own set-up (data, teacher, targets, plan).
         self._early = [_Worker.spawn(d, source) for d in devices] if devices else []
 
     def __del__(self) -> None:
-        for worker in getattr(self, "_early", []):  # started but never used (the run failed first)
+        # started but never used (the run failed first), or kept and never closed
+        for worker in [*getattr(self, "_early", []), *getattr(self, "_kept", [])]:
             with contextlib.suppress(OSError):
                 worker.process.kill()
+
+    def replicas(self) -> _Replicas | None:
+        """The kept workers as one data-parallel group, or None when none is left."""
+        live = [w for w in self._kept if w.alive and w.process.poll() is None]
+        return _Replicas(live) if live else None
+
+    def close(self) -> None:
+        """Stop the kept workers (each finishes what it is doing first)."""
+        kept, self._kept = self._kept, []
+        _stop(kept, graceful=True)
 
     def __call__(
         self, work: Work, devices: list[Device], progress: Progress
@@ -114,8 +133,10 @@ class LocalExecutor:
             yield from self._dispatch(work, workers, progress)
             finished = True
         finally:
-            # after an error or an interrupt, busy workers would finish their task first
-            _stop(workers, graceful=finished)
+            if finished and self.keep:
+                self._kept = workers
+            else:  # after an error or an interrupt, busy workers would finish their task first
+                _stop(workers, graceful=finished)
 
     def _dispatch(
         self, work: Work, workers: list[_Worker], progress: Progress
@@ -226,6 +247,54 @@ class LocalExecutor:
                 f"{worker.device.label} (pid {worker.pid}) {reason}; "
                 f"re-running {', '.join(rerun)} on the other workers",
             )
+
+
+class _Replicas:
+    """Kept workers running one collective job; this process sums their arrays (`Replicas`)."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        self.size = len(workers)
+
+    def __call__(self, job: Callable[..., Any]) -> list[Any]:
+        for rank, worker in enumerate(self.workers):
+            worker.conn.send(("collective", job, rank, self.size))
+        results: dict[int, Any] = {}
+        parts: dict[int, list[np.ndarray]] = {}
+        while len(results) < self.size:
+            ready = wait([w.conn for w in self.workers] + [w.sentinel for w in self.workers])
+            for rank, worker in enumerate(self.workers):
+                if worker.conn in ready:
+                    try:
+                        while worker.conn.poll():
+                            kind, *body = worker.conn.recv()
+                            if kind == "reduce":
+                                parts[rank] = body[0]
+                            elif kind == "done":
+                                results[rank] = body[0]
+                            elif kind == "error":
+                                raise GreenkdError(
+                                    f"worker {worker.device.label} (pid {worker.pid}) failed "
+                                    f"in a collective job: {body[0]}"
+                                )
+                    except (EOFError, ConnectionResetError):
+                        pass  # the process died; its sentinel says so below
+                if worker.sentinel in ready and worker.process.poll() is not None:
+                    worker.alive = False
+                    raise GreenkdError(
+                        f"worker {worker.device.label} (pid {worker.pid}) "
+                        f"{_signal_name(worker.process.returncode)} in a collective job"
+                    )
+            if len(parts) == self.size:
+                # rank by rank, so that every run sums in the same order
+                summed = [
+                    sum(arrays[1:], arrays[0].copy())
+                    for arrays in zip(*(parts[r] for r in range(self.size)), strict=True)
+                ]
+                parts.clear()
+                for worker in self.workers:
+                    worker.conn.send(("reduced", summed))
+        return [results[r] for r in range(self.size)]
 
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:

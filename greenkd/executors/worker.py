@@ -5,7 +5,7 @@ its device before TensorFlow is imported, whatever the parent's main module
 imports. It talks to the parent over the socket FD (pickled messages):
 
 parent -> worker: ("bind", Device), ("load", TaskSource), ("start",),
-                  then ("run", [task names]) ... ("stop",)
+                  then ("run", [task names]) ... ("collective", job, rank, size) ... ("stop",)
 
 The worker binds and loads TensorFlow on "bind"; on "load" it unpickles the
 task source (which imports no framework by itself) and, if the teacher is
@@ -13,6 +13,9 @@ already cached, loads data and teacher while the parent prepares; "start" says
 the parent's teacher is cached (it may have trained it meanwhile).
 worker -> parent: ("ready", pid, host), ("epoch", task, epoch, mse), ("result", TaskResult),
                   ("error", one line)
+A collective job (data-parallel fine-tuning, executors.base.Replicas) runs with the loaded
+tasks; each of its reductions is ("reduce", arrays) -> ("reduced", sums), and it ends with
+("done", what it returned).
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ class _PipeProgress:
         self.conn.send(("epoch", task, epoch, mse))
 
 
+class _Reducer:
+    """A collective job's `reduce`: sends this worker's arrays, returns every worker's sums."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __call__(self, arrays: list) -> list:
+        self.conn.send(("reduce", arrays))
+        kind, summed = self.conn.recv()
+        if kind != "reduced":
+            raise RuntimeError(f"expected the reduced arrays, got {kind!r}")
+        return summed
+
+
 def serve(conn: Connection) -> None:
     """Bind to the device the parent names, load the tasks once, train what is sent."""
     try:
@@ -50,9 +67,9 @@ def serve(conn: Connection) -> None:
         raise RuntimeError(f"expected a bind message, got {kind!r}")
     try:
         bind(device)  # before TensorFlow is imported, which the next line does
-        from greenkd.tfsetup import configure_tensorflow  # after binding
+        from greenkd.framework import configure  # after binding
 
-        configure_tensorflow(device)
+        configure(device)
         _, source = conn.recv()  # ("load", TaskSource): unpickled only now, after binding
         trainer = _load_if_cached(source)
         conn.recv()  # "start": the parent has its teacher cached by now
@@ -64,6 +81,10 @@ def serve(conn: Connection) -> None:
             message = conn.recv()
             if message[0] == "stop":
                 break
+            if message[0] == "collective":  # ("collective", job, rank, size): Replicas
+                _, job, rank, size = message
+                conn.send(("done", job(trainer, rank, size, _Reducer(conn))))
+                continue
             for result in trainer.train(list(message[1]), device.label, progress):
                 conn.send(("result", result))
     except (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -18,6 +20,47 @@ from greenkd.report.page import (
     section,
 )
 from greenkd.report.sections.context import Context
+from greenkd.report.sections.hosts import hosts_column
+from greenkd.rundir.phases import PARTS
+
+SHARE_COLUMNS = tuple(f"share_{part}" for part in PARTS)
+PART_LABELS = {
+    "setup": ("set-up", "#9aa0a6"),
+    "tasks": ("tasks", "#1a73e8"),
+    "selection": ("selection", "#f9ab00"),
+    "finetune": ("fine-tuning", "#188038"),
+    "other": ("other", "#d93025"),
+}
+
+
+def fmt_shares(*shares: Any) -> str:
+    """The parts' shares as percentages, in PARTS order; '–' where a run has none."""
+    if not all(isinstance(v, int | float) and v == v for v in shares):
+        return "–"
+    return " / ".join(f"{100 * v:.0f}" for v in shares)
+
+
+def _shares_figure(table) -> go.Figure:
+    """One stacked bar per group and device count: the whole run's parts as shares."""
+    names = [f"{r.label} · n={int(r.devices)}" for r in table.itertuples()]
+    fig = go.Figure()
+    for part in PARTS:
+        label, colour = PART_LABELS[part]
+        fig.add_trace(
+            go.Bar(
+                y=names,
+                x=100 * table[f"share_{part}"],
+                orientation="h",
+                name=label,
+                marker_color=colour,
+                hovertemplate=f"{label}: %{{x:.1f}}% of the run<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="Where the whole run's time goes", barmode="stack", xaxis_title="% of the run"
+    )
+    fig.update_yaxes(autorange="reversed")
+    return fig
 
 
 def render(ctx: Context) -> str:
@@ -89,6 +132,7 @@ def render(ctx: Context) -> str:
         [
             ("label", "group", str),
             ("devices", "n", fmt_int),
+            *hosts_column(scaling),
             ("repeats", "runs", fmt_int),
             ("time_s", "time (s)", lambda v: f"{v:,.1f}"),
             (("time_min_s", "time_max_s"), "range (s)", fmt_range1),
@@ -96,10 +140,20 @@ def render(ctx: Context) -> str:
             ("efficiency", "efficiency", fmt_f2),
             ("makespan_lb_s", "task makespan bound (s)", fmt_f1),
             ("tasks_makespan_s", "task makespan (s)", fmt_f1),
+            (SHARE_COLUMNS, "set-up / tasks / selection / fine-tune / other (%)", fmt_shares),
+            ("amdahl_efficiency", "Amdahl bound", fmt_f2),
             ("note", "note", str),
         ],
     )
+    shares = ""
+    if ok["amdahl_efficiency"].notna().any():
+        shares = b.div(_shares_figure(ok), 160 + 36 * len(ok))
     expl = (
+        "<p class='hint'>Where the time goes: each part's share of the whole run (median over "
+        "repeats). Set-up, selection and other run once in the run's own process whatever the "
+        "device count; the tasks, and the fine-tuning where it is data-parallel, are spread over "
+        "the devices. The Amdahl bound is the most efficiency those serial parts leave a run: "
+        "(S + n·P) / (n·(S + P)) for S serial and P spread seconds of the n-device run.</p>"
         "<p class='hint'>The task makespan bound is max(Σ task seconds / n, longest task) from tasks.csv: "
         "no schedule of those tasks ends sooner. A group without a complete 1-device run has no baseline, "
         "so no speedup (never a guess).</p>"
@@ -108,5 +162,5 @@ def render(ctx: Context) -> str:
         "scaling",
         "Speedup and efficiency",
         intro,
-        f"<div class='grid2'>{''.join(figs)}</div>" + table + expl,
+        f"<div class='grid2'>{''.join(figs)}</div>" + shares + table + expl,
     )

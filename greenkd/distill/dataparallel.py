@@ -1,0 +1,197 @@
+"""Data-parallel fine-tuning: the student fine-tuned on the run's worker processes, every batch
+split among them, their gradients summed through the executor's own channel (issue 15).
+
+**Decision: gradient all-reduce through the executor, not MultiWorkerMirroredStrategy.** The
+local workers are already running, bound to the devices the tasks used, with the teacher and the
+data loaded; they talk to the run's process over a socket. TensorFlow's multi-worker strategy
+would need its cluster (TF_CONFIG, gRPC ports) set up before a worker's first TensorFlow op, which
+the workers are long past, and it would tie the run to TensorFlow. Here the executor moves numpy
+arrays only (`Replicas`: every worker runs the same picklable job and sums arrays through the
+run's process, rank by rank, so the sum is the same every time); what is framework-specific — a
+gradient of the shard's loss and the optimizer's update — is one small class (`_Step`) with a
+TensorFlow implementation. Under another framework the run fine-tunes in its own process, as
+before (`supported`). Several GPUs in one process (MirroredStrategy) would need the run's process
+to hold every GPU, against "no process holds a GPU it does not train on" (parallel.md).
+
+**Same as serial.** Every worker builds the same training stream as the serial fine-tune (same
+seed, batch, augmentation), takes the rows rank, rank + n, ... of each global batch, and computes
+the gradient of the *sum* of its rows' losses; the sums over workers divided by the global batch
+size are the serial step's gradient of the mean loss, up to floating-point summation order. The
+optimizer (SGD, Nesterov, cosine decay) then takes the same step on every worker. The top-1 after
+fine-tuning is counted the same way: each worker evaluates its share of the validation batches and
+the correct counts are summed.
+
+**Decision: batch norms see each worker's share, as PyTorch's DDP without SyncBatchNorm.** Under
+`--finetune-batch-norm batch` (the default) the batch norms a fine-tune trains normalise with the
+statistics of the worker's own rows (rank, rank + n, ... of the global batch), not of the whole
+batch, and each worker's moving statistics follow its own shares. After the last step the workers
+replace their moving means and variances by the mean over workers (`_average_moving_statistics`,
+summed through the same `reduce`): the moving means are then exactly those of the global batches
+(a mean of equal shares' means is the batch's), the moving variances miss the spread between the
+shares' means. So the student equals the serial one only up to the difference between per-share
+and global batch statistics: the same top-1 within 0.5 points on the default run
+(tests/test_finetune_parallel.py), not the same weights. Synchronising the statistics every step
+would cost a round trip per batch norm per step through the run's process. Under
+`--finetune-batch-norm frozen` (`assemble.freeze_batch_norms`) no statistic depends on the split and
+the student is the serial one up to floating-point noise (the tiny-model weight test). Frozen is not
+the default because moving statistics from block training do not fit once many blocks are spliced:
+the default run's 12-block student collapsed to 7-10% in its fine-tune with them.
+
+**Spliced sets too.** Target-mode selection measures every ranked set of blocks spliced into the
+teacher (`spliced_accuracies`: one model with a branch per set, one pass over the validation
+split). On the workers (`EvaluateSetsJob`) the sets are dealt out, rank r taking sets r, r + n,
+...: each worker builds, traces and runs a model of its sets only, over the whole split, so each
+set's top-1 comes from the same computation as in one process and is the same number; dealing out
+the validation batches instead would leave every worker building and tracing every branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from greenkd import data as data_mod
+from greenkd.config import JIT_COMPILE, RunConfig
+from greenkd.distill import assemble as asm
+from greenkd.distill.setup import Setup
+from greenkd.distill.train import branch_accuracies, jit_compile
+from greenkd.framework import NAME as FRAMEWORK
+from greenkd.framework import keras
+
+Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def supported() -> bool:
+    """Whether this framework has a data-parallel step (TensorFlow; JAX not yet)."""
+    return FRAMEWORK == "tensorflow"
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What every worker runs to fine-tune one student on its share of each batch (picklable)."""
+
+    blocks: Mapping[str, list[np.ndarray]]  # the student's blocks and their trained weights
+    cfg: RunConfig  # finetune_epochs: this fine-tune's
+
+    def __call__(self, setup: Setup, rank: int, size: int, reduce: Reduce) -> dict[str, Any]:
+        cfg = self.cfg
+        student = asm.assemble(setup.teacher.model, setup.targets, dict(self.blocks), cfg.block)
+        asm.prepare_for_finetune(student, [t.name for t in setup.targets], cfg)
+        steps = setup.source.steps("train", cfg.batch_size)
+        keras.utils.set_random_seed(cfg.seed)  # the serial fine-tune's data order (student.py)
+        train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
+        step = _Step(student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
+        batches = iter(train)
+        for _ in range(steps * cfg.finetune_epochs):
+            x, y = next(batches)
+            grads, count = step.gradients(x[rank::size], y[rank::size])
+            summed = reduce([*grads, np.array([count], np.float64)])
+            step.apply([g / summed[-1][0] for g in summed[:-1]])
+        _average_moving_statistics(student, size, reduce)
+        val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
+        correct, weight = np.zeros(1, np.float64), np.zeros(1, np.float64)
+        for x, y, w in val.shard(size, rank):
+            c, n = step.correct(x, y, w)
+            correct += c
+            weight += n
+        correct, weight = reduce([correct, weight])
+        return {
+            "accuracy": float(correct[0] / weight[0]),
+            "weights": student.get_weights() if rank == 0 else None,
+        }
+
+
+def spliced_accuracies(
+    setup: Setup,
+    blocks: Mapping[str, list[np.ndarray]],
+    sets: Sequence[Sequence[str]],
+    val,
+    cfg: RunConfig,
+) -> list[float]:
+    """Top-1 of the teacher with each set of trained blocks spliced in, set by set (one model,
+    a branch per set, a block shared by the sets it is in)."""
+    if not sets:
+        return []
+    teacher = setup.teacher.model
+    every = dict.fromkeys(n for s in sets for n in s)
+    trained = asm.trained_blocks(teacher, setup.targets, {n: blocks[n] for n in every}, cfg.block)
+    branches = asm.set_branches(teacher, [{n: trained[n] for n in s} for s in sets])
+    return branch_accuracies(branches, val, jit_compile(cfg))
+
+
+@dataclass(frozen=True)
+class EvaluateSetsJob:
+    """What every worker runs to measure its share of the spliced sets (picklable): rank r takes
+    sets r, r + n, ... and returns {set index: top-1}."""
+
+    blocks: Mapping[str, list[np.ndarray]]  # every block of the sets, trained weights
+    sets: tuple[tuple[str, ...], ...]
+    cfg: RunConfig
+
+    def __call__(self, setup: Setup, rank: int, size: int, reduce: Reduce) -> dict[int, float]:
+        mine = list(range(rank, len(self.sets), size))
+        if not mine:
+            return {}
+        val = data_mod.validation_batches(setup.source, self.cfg, setup.preprocess_mode)
+        accuracies = spliced_accuracies(
+            setup, self.blocks, [self.sets[i] for i in mine], val, self.cfg
+        )
+        return dict(zip(mine, accuracies, strict=True))
+
+
+def _average_moving_statistics(student: keras.Model, size: int, reduce: Reduce) -> None:
+    """Every worker's training batch norms take the mean over workers of their moving means and
+    variances (summed through `reduce`, float64), so that the weights rank 0 sends back and the
+    top-1 each worker counts are those of one student. Nothing to do when batch norms are frozen."""
+    norms = asm.training_batch_norms(student)
+    if not norms or size == 1:
+        return
+    variables = [v for bn in norms for v in (bn.moving_mean, bn.moving_variance)]
+    summed = reduce([np.asarray(v, np.float64) for v in variables])
+    for variable, total in zip(variables, summed, strict=True):
+        variable.assign((total / size).astype(np.float32))
+
+
+class _Step:
+    """The framework-specific part: a shard's gradients and the optimizer's update (TensorFlow)."""
+
+    def __init__(self, model: keras.Model, optimizer, jit: bool | str) -> None:
+        import tensorflow as tf
+
+        self.model, self.optimizer = model, optimizer
+        self.variables = model.trainable_variables
+        optimizer.build(self.variables)
+        jit_compile = jit is True  # "auto" is Keras's choice; XLA here only when asked for
+
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                probs = model(x, training=True)
+                loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs))
+            return tape.gradient(loss, self.variables)
+
+        def apply(grads):
+            optimizer.apply(grads, self.variables)
+
+        def correct(x, y, w):
+            probs = model(x, training=False)
+            hits = tf.cast(
+                tf.equal(tf.argmax(probs, -1, output_type=tf.int32), tf.cast(y, tf.int32)), w.dtype
+            )
+            return tf.reduce_sum(hits * w), tf.reduce_sum(w)
+
+        self._gradients = tf.function(gradients, jit_compile=jit_compile)
+        self._apply = tf.function(apply, jit_compile=jit_compile)
+        self._correct = tf.function(correct, jit_compile=jit_compile)
+
+    def gradients(self, x, y) -> tuple[list[np.ndarray], int]:
+        return [np.asarray(g) for g in self._gradients(x, y)], int(y.shape[0])
+
+    def apply(self, grads: Sequence[np.ndarray]) -> None:
+        self._apply([np.asarray(g, np.float32) for g in grads])
+
+    def correct(self, x, y, w) -> tuple[float, float]:
+        c, n = self._correct(x, y, w)
+        return float(c), float(n)
