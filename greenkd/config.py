@@ -25,7 +25,11 @@ BACKENDS = ("local", "mpi", "dask")
 BLOCKS = ("a", "b", "c", "d")
 ACCEPTANCE = ("target", "threshold")
 FINETUNE_LAYERS = ("blocks", "all")
+FINETUNE_BATCH_NORM = ("batch", "frozen")
 JIT = ("off", "on", "auto")
+# Keras 3 backends greenkd runs on (greenkd.framework); TensorFlow is the default, and its input
+# path is tf.data; the others read through Keras PyDatasets (greenkd.batches)
+FRAMEWORKS = ("tensorflow", "jax")
 # --jit as Keras's compile() takes it
 JIT_COMPILE: dict[str, bool | str] = {"off": False, "on": True, "auto": "auto"}
 _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|)$")
@@ -120,22 +124,36 @@ class RunConfig:
     # "blocks": fine-tuning trains the spliced blocks, the teacher's own layers stay as trained;
     # "all": every layer trains (the paper's end-to-end fine-tuning; freeze_1x1 then applies)
     finetune_layers: str = "blocks"
+    # "batch": batch norms that fine-tune train (statistics of the batch, moving statistics
+    # updated); "frozen": every batch norm in inference mode, so a data-parallel fine-tune equals
+    # the serial one up to float noise. Frozen statistics from block training do not fit once many
+    # blocks are spliced: the default run's 12-block student collapsed to 7-10% (docs/parallel.md)
+    finetune_batch_norm: str = "batch"
     freeze_1x1: bool = False
     # parallelism
     gpus: int = 1  # devices: GPUs where there are GPUs, else CPU core sets
     sched: str = "rr"
     backend: str = "local"
     fuse: bool = True  # one teacher pass per batch for all of a worker's tasks; False = the paper's
+    # after each fused pass, time each block's own step and the shared trunk's on a few batches
+    # (tasks.csv block_step_s ...; greenkd/distill/blockcost.py): on by default, docs/distillation.md
+    block_costs: bool = True
     # XLA: "off" and "on" mean the same on every device; "auto" is Keras's choice (XLA on GPUs,
     # not on CPUs with TensorFlow). Off by default: the same graph on CPU and GPU, and no
     # compilation in the task times.
     jit: str = "off"
+    # the framework under Keras, set as KERAS_BACKEND in every process of the run before Keras
+    # loads (`--backend` is the executor)
+    framework: str = "tensorflow"
     data_threads: DataThreads = field(default_factory=DataThreads)
     timings: str | None = None
     allow_oversubscribe: bool = False
     cores_per_device: int | None = None  # CPU devices: cores each; None = the machine split n ways
     calibrate: bool = False  # time a few steps of each task when no measured times exist
     scheduler_address: str | None = None  # dask: an existing scheduler; None = a local cluster
+    # mpi across hosts (checked in executors.mpi): "h1,h2" (mpiexec -hosts) or an mpich hostfile
+    hosts: str | None = None
+    hostfile: str | None = None
     seed: int = 0
     out: str = "runs/latest"
 
@@ -206,9 +224,18 @@ class RunConfig:
             ),
             (self.jit in JIT, f"--jit must be one of {', '.join(JIT)}, got {self.jit!r}"),
             (
+                self.framework in FRAMEWORKS,
+                f"--framework must be one of {', '.join(FRAMEWORKS)}, got {self.framework!r}",
+            ),
+            (
                 self.finetune_layers in FINETUNE_LAYERS,
                 f"--finetune-layers must be one of {', '.join(FINETUNE_LAYERS)}, "
                 f"got {self.finetune_layers!r}",
+            ),
+            (
+                self.finetune_batch_norm in FINETUNE_BATCH_NORM,
+                f"--finetune-batch-norm must be one of {', '.join(FINETUNE_BATCH_NORM)}, "
+                f"got {self.finetune_batch_norm!r}",
             ),
             (
                 self.acceptance in ACCEPTANCE,
@@ -253,6 +280,13 @@ class RunConfig:
                 )
             return int(value), None
         return None, value * (60.0 if unit == "m" else 1.0)
+
+    def keras_jit(self) -> bool | str:
+        """`--jit` as Keras's compile() takes it. Decision: on JAX every step is compiled with
+        XLA whatever --jit says: JAX has no graph runtime besides XLA, and Keras's
+        jit_compile=False there runs each op eagerly, one dispatch at a time (a run many times
+        slower that compares nothing anyone runs)."""
+        return True if self.framework == "jax" else JIT_COMPILE[self.jit]
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -43,7 +43,7 @@ def parallel_env(root: Path) -> dict[str, str]:
 def small_teacher(parallel_root) -> Path:
     """A trained 5-conv CNN (.keras) with `accuracy` in the .json beside it."""
     from greenkd import data as data_mod
-    from greenkd.tfsetup import keras
+    from greenkd.framework import keras
 
     path = parallel_root / "small_cnn.keras"
     source = data_mod.load("synthetic", n_train=N_TRAIN, n_val=N_VAL, seed=0)
@@ -76,7 +76,9 @@ def small_teacher(parallel_root) -> Path:
 def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
     """Two 1-core CPU devices, 4 short epochs per task evaluated once, no fine-tuning.
 
-    The blocks learn enough that some pass the 5-point threshold and some do not.
+    After 4 epochs the small teacher's blocks splice in at 20-55% top-1 (teacher ~93%): a
+    50-point threshold lets the deeper three in and keeps conv1/conv2 out, with margins of several
+    validation images either side, so the backends are compared on a real selection.
     Tasks run one at a time (`fuse=False`), so each has its own interval and
     worker; the fused tests say `fuse=True`.
     """
@@ -90,7 +92,7 @@ def tiny_config(teacher: Path, out: Path, **changes) -> RunConfig:
         "eval_every": 4,
         "acceptance": "threshold",  # the per-block rule these tests assert; target adds fine-tunes
         "replace_growing": True,  # five tasks: conv1 (3 -> 8 channels) has a larger block
-        "accept_max_drop": 0.05,
+        "accept_max_drop": 0.5,
         "finetune_epochs": 0,
         "gpus": 2,
         "cores_per_device": 1,

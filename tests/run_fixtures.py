@@ -10,7 +10,7 @@ and the cumulative energy is its exact integral, so expected energies can be com
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,18 @@ class RunSpec:
     cost_source: str = "store"
     fused: bool = False  # each device trains all its tasks in one pass: one teacher prefix, shared
     prefix_fraction: float = 0.5  # the teacher prefix's share of each task's seconds (for fusing)
+    # (IDLE_W, MAX_W): `--power-model cpu:IDLE_W:MAX_W`'s estimated rows (sensor=model) per package
+    power_model: tuple[float, float] | None = None
+    # fused: tasks.csv has each block's own cost and the trunk's (greenkd.distill.blockcost):
+    # a task's own part of its seconds, and its pass's deepest prefix
+    block_costs: bool = False
+    # A multi-host run (MPI --hosts node1,node2 ...): `gpus` devices split evenly over `hosts`
+    # hosts node1, node2 ...; each host's sampler writes RUN/hosts/<host>/ over the task phase
+    # (profilers.hosts), node1 is also the host the run's own profiler wraps (samples.csv).
+    hosts: int = 1
+    host_powers: dict[str, Power] = field(default_factory=dict)  # a host's own powers
+    silent_host: str | None = None  # this host's sampler dies halfway through the task phase
+    framework: str | None = None  # config.json `framework`; None: left out, as before it existed
 
 
 def fused_seconds(seconds: list[float], prefix_fraction: float) -> float:
@@ -100,10 +112,20 @@ def schedule(task_seconds: list[float], n: int, sched: str) -> list[int]:
 
 
 def device_names(spec: RunSpec) -> list[str]:
-    """Device labels as greenkd.devices makes them: gpu0, gpu1 ... or cpuset0, cpuset1 ..."""
-    if spec.device_kind == "gpu":
-        return [f"gpu{i}" for i in range(spec.gpus)]
-    return [f"cpuset{i}" for i in range(spec.gpus)]
+    """Device labels as greenkd.devices makes them: gpu0, gpu1 ... or cpuset0, cpuset1 ...
+
+    On several hosts each host numbers its own devices (gpu0 on node1 and gpu0 on node2, told
+    apart by tasks.csv `host`), as the MPI ranks record them.
+    """
+    per_host = spec.gpus // spec.hosts
+    prefix = "gpu" if spec.device_kind == "gpu" else "cpuset"
+    return [f"{prefix}{i % per_host}" for i in range(spec.gpus)]
+
+
+def device_hosts(spec: RunSpec) -> list[str]:
+    """The host of each device: node1 for all on one host, else gpus / hosts devices per host."""
+    per_host = spec.gpus // spec.hosts
+    return [f"node{i // per_host + 1}" for i in range(spec.gpus)]
 
 
 def device_cores(spec: RunSpec) -> dict[str, list[int]]:
@@ -124,7 +146,7 @@ def task_name(i: int) -> str:
 
 def task_rows(spec: RunSpec) -> pd.DataFrame:
     """tasks.csv: each device runs its tasks back to back from the end of setup (fused: in one pass)."""
-    names = device_names(spec)
+    names, hosts = device_names(spec), device_hosts(spec)
     assign = schedule(spec.task_seconds, spec.gpus, spec.sched)
     clock = [spec.start_ts + spec.setup_s] * spec.gpus
     passes = [
@@ -146,7 +168,7 @@ def task_rows(spec: RunSpec) -> pd.DataFrame:
                 "task": task_name(i),
                 "index": i,
                 "device": names[d],
-                "host": "node1",
+                "host": hosts[d],
                 "pid": 1000 + d,
                 "start": start,
                 "end": start + seconds,
@@ -166,6 +188,14 @@ def task_rows(spec: RunSpec) -> pd.DataFrame:
                 "fused_group": names[d] if spec.fused else "",
             }
         )
+        if spec.fused and spec.block_costs:
+            own = spec.task_seconds[i] * (1 - spec.prefix_fraction)
+            trunk = passes[d] - sum(
+                s * (1 - spec.prefix_fraction)
+                for s, a in zip(spec.task_seconds, assign, strict=True)
+                if a == d
+            )
+            rows[-1].update(seconds_block=own, seconds_trunk=trunk)
     return pd.DataFrame(rows)
 
 
@@ -256,8 +286,21 @@ def sample_rows(spec: RunSpec, tasks: pd.DataFrame, window: tuple[float, float])
     in_run = (t >= window[0]) & (t <= window[1])
     n_cpus = spec.packages * spec.cores_per_package
     add("procstat", "cpu", "utilization", "%", np.where(in_run, 35.0 + 10 * spec.gpus, 3.0))
+    cpu_util = [np.where(in_run, 30.0 + 5 * (c % 3), 2.0) for c in range(n_cpus)]
     for c in range(n_cpus):
-        add("procstat", f"cpu{c}", "utilization", "%", np.where(in_run, 30.0 + 5 * (c % 3), 2.0))
+        add("procstat", f"cpu{c}", "utilization", "%", cpu_util[c])
+    if spec.power_model is not None:
+        # The model's rows: each package's power from its CPUs' utilisation, energy its integral
+        # over each interval (the power of an interval is stamped at its end, as the profiler does).
+        idle_w, max_w = spec.power_model
+        for p in range(spec.packages):
+            util = np.mean(
+                cpu_util[p * spec.cores_per_package : (p + 1) * spec.cores_per_package], 0
+            )
+            power = idle_w + (max_w - idle_w) * util / 100
+            energy = np.concatenate([[0.0], np.cumsum(power[1:] * np.diff(t))])
+            add("model", f"package{p}", "energy", "J", energy)
+            add("model", f"package{p}", "power", "W", power)
     if spec.energy_sensors:
         for p in range(spec.packages):
             add("msr", f"package{p}", "energy", "J", spec.power.package_w * (t - t0))
@@ -291,7 +334,7 @@ def sample_rows(spec: RunSpec, tasks: pd.DataFrame, window: tuple[float, float])
 def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
     """profile.json as the profiler writes it for these samples."""
     domains = []
-    energy = samples[samples["metric"] == "energy"]
+    energy = samples[(samples["metric"] == "energy") & (samples["sensor"] != "model")]
     for (sensor, device), g in energy.groupby(["sensor", "device"]):
         power = samples[
             (samples["metric"] == "power")
@@ -340,8 +383,19 @@ def profile_summary(spec: RunSpec, samples: pd.DataFrame) -> dict[str, Any]:
     gpu_models = (
         ["NVIDIA GeForce RTX 2080 Ti"] * spec.node_gpus if spec.device_kind == "gpu" else []
     )
+    estimate = None
+    if spec.power_model is not None:
+        modelled = samples[(samples["metric"] == "energy") & (samples["sensor"] == "model")]
+        estimate = {
+            "sensor": "model",
+            "model": f"cpu:{spec.power_model[0]:g}:{spec.power_model[1]:g}",
+            "energy_j": float(
+                sum(g["value"].iloc[-1] - g["value"].iloc[0] for _, g in modelled.groupby("device"))
+            ),
+        }
     return {
         "status": "complete",
+        "estimate": estimate,
         "duration_s": float(samples["ts"].max() - samples["ts"].min()),
         "start_ts": float(samples["ts"].min()),
         "end_ts": float(samples["ts"].max()),
@@ -390,6 +444,7 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
         "epochs": 30,
         "block": "a",
         "gpus": spec.gpus,
+        "hosts": ",".join(dict.fromkeys(device_hosts(spec))) if spec.hosts > 1 else None,
         "sched": spec.sched,
         "backend": "mpi",
         "fuse": spec.fused,
@@ -397,6 +452,8 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
         "seed": 0,
         "out": str(run_dir),
     }
+    if spec.framework is not None:
+        config["framework"] = spec.framework
     meta = {
         "version": "0.1.0",
         "host": "node1",
@@ -423,9 +480,11 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
         window = (window[0], cut)
     tasks.to_csv(run_dir / "tasks.csv", index=False)
     if spec.profiled:
-        samples = sample_rows(spec, tasks, window)
+        # the run's own profiler samples its first host (on one host: every task's)
+        samples = sample_rows(spec, tasks[tasks["host"] == "node1"], window)
         samples.to_csv(run_dir / "samples.csv", index=False)
         (run_dir / "profile.json").write_text(json.dumps(profile_summary(spec, samples), indent=2))
+    hosts = write_hosts(run_dir, spec, tasks)
     if spec.status == "killed":
         return run_dir
     total = window[1] - window[0]
@@ -454,8 +513,50 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     }
     if plan is not None:
         summary["plan"] = plan
+    if hosts is not None:
+        summary["hosts"] = hosts
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
+
+
+def write_hosts(run_dir: Path, spec: RunSpec, tasks: pd.DataFrame) -> dict[str, Any] | None:
+    """RUN/hosts/<host>/ as each host's sampler writes it (profilers.hosts), and summary.json's
+    `hosts` from the real reader (`profilers.hosts.host_energy`); None on one host.
+
+    Every host is sampled over the task phase (a period either side), on node1's clock.
+    The silent host's samples stop halfway through it, and it has no profile.json; nor has any
+    host of a killed run (its ranks died with their samplers).
+    """
+    if spec.hosts < 2 or tasks.empty:
+        return None
+    from profilers.hosts import CLOCK_FILE, PROFILE_FILE, host_dir, host_energy
+
+    start = tasks["start"].min() - spec.sample_period_s
+    end = tasks["end"].max() + spec.sample_period_s
+    for k, host in enumerate(dict.fromkeys(device_hosts(spec))):
+        own = replace(spec, idle_s=0.0, power=spec.host_powers.get(host, spec.power))
+        samples = sample_rows(own, tasks[tasks["host"] == host], (start, end))
+        folder = host_dir(run_dir, host)
+        folder.mkdir(parents=True, exist_ok=True)
+        silent = host == spec.silent_host
+        if silent:
+            samples = samples[samples["ts"] <= start + (end - start) / 2]
+        samples.to_csv(folder / "samples.csv", index=False)
+        (folder / "marks.csv").write_text("ts,label,fields\n")
+        offset = -0.004 * k  # node1 is the reference: its offset is 0
+        clock = {
+            "host": host,
+            "pid": 2000 + k,
+            "offset_start_s": offset,
+            "offset_end_s": None if silent else offset + 0.001 * k,
+            "clock_shift_s": None,
+        }
+        (folder / CLOCK_FILE).write_text(json.dumps(clock))
+        if not silent and spec.status != "killed":
+            profile = profile_summary(own, samples)
+            profile["metadata"]["host"] = host
+            (folder / PROFILE_FILE).write_text(json.dumps(profile, indent=2))
+    return host_energy(run_dir, start, end)
 
 
 def write_sweep(

@@ -54,8 +54,25 @@ def test_distill_end_to_end_writes_the_run_directory(tmp_path, tiny_setup):
     assert [r["task"] for r in rows] == [t.name for t in tiny_setup.targets]
     assert set(TASK_COLUMNS) <= set(rows[0])
     assert all(float(r["end"]) > float(r["start"]) > 1e9 for r in rows)
+    # one fused pass (the default) of all 13: each block's own measured cost and the shared trunk's
+    assert len({(r["fused_group"], r["start"], r["end"], r["trunk_step_s"]) for r in rows}) == 1
+    assert rows[0]["fused_group"].split(",") == [r["task"] for r in rows]
+    trunk_step, steps = float(rows[0]["trunk_step_s"]), 1024 // 32  # --n-train / --batch-size
+    assert 0 < trunk_step < 60
+    for r in rows:
+        block_step = float(r["block_step_s"])
+        assert 0 < block_step < 60, r["task"]
+        # tasks.csv keeps 6 significant digits
+        expected = block_step * steps * int(r["epochs"])
+        assert float(r["seconds_block"]) == pytest.approx(expected, rel=1e-4)
+        assert float(r["seconds_trunk"]) == pytest.approx(trunk_step * steps * 1, rel=1e-4)
+    # measured alone, the parts of the pass come to less than the pass itself (it traced and
+    # compiled its step, evaluated every block and spliced student on the validation set)
+    measured = sum(float(r["seconds_block"]) for r in rows) + float(rows[0]["seconds_trunk"])
+    assert measured < float(rows[0]["end"]) - float(rows[0]["start"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["error"] is None
+    assert summary["timings_recorded"] == 13  # the pass, split by its measured per-block costs
     assert summary["student_params"] < summary["teacher_params"]
     assert summary["student_flops"] < summary["teacher_flops"]
     assert (
@@ -68,7 +85,7 @@ def test_distill_end_to_end_writes_the_run_directory(tmp_path, tiny_setup):
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["width"] == 0.0625 and config["meta"]["version"]
 
-    from greenkd.tfsetup import keras
+    from greenkd.framework import keras
 
     student = keras.saving.load_model(out / "student.keras")
     assert student.output.shape == tiny_setup.teacher.model.output.shape
@@ -76,7 +93,7 @@ def test_distill_end_to_end_writes_the_run_directory(tmp_path, tiny_setup):
 
 
 def _only_dense_model(path):
-    from greenkd.tfsetup import keras
+    from greenkd.framework import keras
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 1)(inputs)
@@ -95,6 +112,7 @@ def _only_dense_model(path):
         (["--min-accuracy", "-0.1"], "--min-accuracy must be between 0 and 1"),
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--block", "z"], "--block must be one of"),
+        (["--finetune-batch-norm", "sync"], "--finetune-batch-norm must be one of batch, frozen"),
         (["--data-threads", "many"], "data threads"),
     ],
 )
@@ -128,7 +146,7 @@ def test_model_without_compressible_layers_is_a_user_error(tmp_path):
 
 def _stem_only_model(path):
     """One compressible layer, 3 -> 8 channels: its block (295 params) is larger (224)."""
-    from greenkd.tfsetup import keras
+    from greenkd.framework import keras
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)

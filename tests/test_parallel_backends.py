@@ -159,6 +159,7 @@ def test_every_backend_and_scheduler_gives_the_same_blocks_and_accepted_set(
         assert {r[name]["accuracy"] for r in rows} == {rows[0][name]["accuracy"]}
         assert {r[name]["accepted"] for r in rows} == {rows[0][name]["accepted"]}
     assert summaries[0]["accepted"] == summaries[1]["accepted"] == summaries[2]["accepted"]
+    assert 0 < len(summaries[0]["accepted"]) < len(rows[0])  # a real selection: some in, some out
 
 
 def test_block_weights_do_not_depend_on_other_threads_drawing_from_python_random():

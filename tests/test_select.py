@@ -285,13 +285,14 @@ def test_distill_in_target_mode_records_the_sets_tried_and_meets_its_target(
     for key, value in parallel_env(parallel_root).items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "run"
-    # 4 epochs per task leave weak blocks (63-88% against a 96% teacher): a 15-point target
-    # takes the best one, and its search fine-tunes at least one bigger set to find that out
+    # 4 epochs per task leave weak blocks (48-51% spliced against a 93% teacher; one epoch of
+    # fine-tuning lifts the best to ~66%): a 35-point target takes the best one, and its search
+    # fine-tunes at least one bigger set to find that out
     cfg = tiny_config(
         small_teacher,
         out,
         acceptance="target",
-        target_accuracy=0.15,
+        target_accuracy=0.35,
         finetune_epochs=1,
         gpus=1,
         cores_per_device=None,
@@ -300,8 +301,8 @@ def test_distill_in_target_mode_records_the_sets_tried_and_meets_its_target(
     summary = distill(cfg)
     saved = json.loads((out / "summary.json").read_text())
     selection = saved["selection"]
-    need = saved["teacher_accuracy"] - 0.15
-    assert selection["mode"] == "target" and selection["goal"]["target_accuracy"] == 0.15
+    need = saved["teacher_accuracy"] - 0.35
+    assert selection["mode"] == "target" and selection["goal"]["target_accuracy"] == 0.35
     assert selection["goal"]["needed_accuracy"] == pytest.approx(need)
     # conv1 (3 -> 8 channels) is cheaper than any block: never a candidate, always rejected
     assert [s["n_blocks"] for s in selection["sets"]] == [1, 2, 3, 4]

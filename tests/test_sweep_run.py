@@ -185,6 +185,39 @@ def test_resumed_sweep_has_every_run_file_and_a_speedup_against_the_shared_basel
     assert row["speedup"] == pytest.approx(one / data.runs[1].wall_s)
 
 
+def test_the_fused_sweeps_report_draws_layers_and_allocation_from_measured_block_costs(
+    interrupted_sweep,
+):
+    from greenkd.report import build_report
+
+    root, sweep, _ = interrupted_sweep
+    one = pd.read_csv(sweep / "g1-tauto-r0" / "tasks.csv")
+    assert one["fused_group"].nunique() == 1  # the default: one fused pass of the three tasks
+    assert (one["seconds_block"] > 0).all() and one["seconds_trunk"].nunique() == 1
+    two = pd.read_csv(sweep / "g2-rr-tauto-r0" / "tasks.csv").set_index("task")
+    # round robin: conv0 and conv2 in one pass on one worker, conv1 alone (no trunk to split off)
+    assert two.loc["conv1", "fused_group"] != two.loc["conv1", "fused_group"]  # empty: NaN
+    assert two.loc[["conv0", "conv2"], "seconds_block"].gt(0).all()
+    assert pd.isna(two.loc["conv1", "seconds_block"])
+    assert "Layer runtimes" in (root / "rep" / "t" / "report.html").read_text()
+    report = build_report(load_sweep(sweep))
+    (layers,) = [f for f in report.figures if f.layout.title.text.startswith("Layer runtimes")]
+    lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in layers.data if t.type == "scatter"}
+    trunks = {t.name: list(t.y) for t in layers.data if t.type == "bar"}
+    expected = dict(zip(one["index"], one["seconds_block"], strict=True))
+    assert lines["1 CPU worker"] == pytest.approx(expected)  # each layer its own measured cost
+    assert trunks["shared trunk, 1 CPU worker"] == pytest.approx([one["seconds_trunk"].iloc[0]])
+    assert lines["2 CPU workers"][1] == pytest.approx(
+        two.loc["conv1", "seconds"], abs=1e-4
+    )  # independent (tasks.csv keeps 4 decimals)
+    (gantt,) = [f for f in report.figures if f.layout.title.text.startswith("Task allocation")]
+    bars = gantt.data[0]
+    assert len(bars.x) == 4  # the pass's trunk and its two blocks, and conv1 on its own
+    pass_s = two.loc["conv0", "end"] - two.loc["conv0", "start"]
+    in_pass = [w for w, y in zip(bars.x, bars.y, strict=True) if y == two.loc["conv0", "device"]]
+    assert len(in_pass) == 3 and sum(in_pass) == pytest.approx(pass_s)
+
+
 def test_resuming_with_other_run_settings_is_refused(interrupted_sweep, sweep_cache, tiny_teacher):
     root, sweep, _ = interrupted_sweep
     changed = write_experiment(

@@ -13,6 +13,9 @@ Definitions (paper §4.2 and §4.5), all on whole runs (setup, layer tasks, asse
   powerup_n = P_n / P_1, where n is the device count and 1 the same group's 1-device run.
   With repeats, medians; the spread is the envelope (best against worst repeat).
 - makespan lower bound = max(sum of task seconds / n, longest task).
+- across hosts (summary.json `hosts`): E_node = the run's own host over the whole run + every
+  other host over its sampler's window, each host once (`hosts`, the one statement of it); a
+  host that went silent makes the energy partial, left out of greenup.
 - per-task energy: between consecutive task starts and ends, a domain's energy is split equally
   among the tasks running on it then; a GPU task is charged its GPU, and every task its share of
   the node's CPU domains (the CPU feeds every worker).
@@ -22,9 +25,11 @@ Definitions (paper §4.2 and §4.5), all on whole runs (setup, layer tasks, asse
 
 A group is every config field except `gpus` and `out`; the repeat index lives in `meta`.
 
-Modules: `energy` (window, run and per-task energy), `tasks` (busy time, makespan bound),
+Modules: `energy` (window, run and per-task energy), `tasks` (busy time, makespan bound, the
+blocks inside a fused pass by their measured costs),
 `timeline` (rates over time, CPU workers' cores), `tables` (per run and per group tables),
-`plan` (predicted against measured), `machine` (machines and sensors), `selection` (the block
+`plan` (predicted against measured), `hosts` (runs across hosts), `frameworks` (frameworks
+side by side), `machine` (machines and sensors), `selection` (the block
 sets a run tried and why it chose one). Run and sweep directories
 are read by `greenkd.rundir.read`, beside their writer; its names are re-exported here.
 """
@@ -46,6 +51,8 @@ from greenkd.analysis.energy import (
     task_energy,
     window_energy,
 )
+from greenkd.analysis.frameworks import framework_table, frameworks_in
+from greenkd.analysis.hosts import run_energy_across_hosts, run_hosts, task_energy_by_host
 from greenkd.analysis.machine import (
     gpu_models,
     machines,
@@ -84,6 +91,7 @@ from greenkd.analysis.tables import (
 )
 from greenkd.analysis.tasks import (
     device_load,
+    fused_pass_segments,
     has_fused_passes,
     interval_union_s,
     makespan_lower_bound,
@@ -130,6 +138,9 @@ __all__ = [
     "energy_series",
     "energy_table",
     "find_sweeps",
+    "framework_table",
+    "frameworks_in",
+    "fused_pass_segments",
     "goal_text",
     "gpu_models",
     "group_key",
@@ -155,6 +166,8 @@ __all__ = [
     "read_samples",
     "read_tasks",
     "run_energy",
+    "run_energy_across_hosts",
+    "run_hosts",
     "run_table",
     "scaling_table",
     "selection_tables",
@@ -164,6 +177,7 @@ __all__ = [
     "shared_notes",
     "split_energy",
     "task_energy",
+    "task_energy_by_host",
     "threads_label",
     "utilisation_lines",
     "window_energy",

@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from greenkd.analysis.energy import run_energy
-from greenkd.analysis.tasks import has_fused_passes, makespan_lower_bound
+from greenkd.analysis.hosts import run_energy_across_hosts
+from greenkd.analysis.tasks import TRUNK_INDEX, TRUNK_TASK, has_fused_passes, makespan_lower_bound
 from greenkd.analysis.timeline import mean_in_window
+from greenkd.rundir.phases import PARTS, whole_run
 from greenkd.rundir.read import Run, SweepData, finite
 
 PHASES = ("setup", "tasks", "select", "assemble", "finetune")  # select: target mode only
@@ -25,7 +26,9 @@ PHASES = ("setup", "tasks", "select", "assemble", "finetune")  # select: target 
 NOT_GROUP_FIELDS = ("gpus", "out")
 # On one device every scheduler runs the same tasks one after another: a 1-device run is the
 # baseline of every scheduler's group that shares its other settings (a sweep runs it once).
-NOT_BASELINE_FIELDS = (*NOT_GROUP_FIELDS, "sched")
+# Nor do the hosts of an MPI run: a 1-device run is on one host, the baseline of every host count
+# (greenup across host counts, greenkd.analysis.hosts).
+NOT_BASELINE_FIELDS = (*NOT_GROUP_FIELDS, "sched", "hosts", "hostfile")
 
 
 def threads_label(config: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -99,10 +102,17 @@ def run_table(sweep: SweepData) -> pd.DataFrame:
         for phase in PHASES:
             value = seconds.get(phase)
             row[f"{phase}_s"] = float(value) if finite(value) else math.nan
-        energy = run_energy(run)
+        row.update(_whole_run_columns(s, seconds, run.devices))
+        energy = run_energy_across_hosts(
+            run
+        )  # run_energy, summed over the hosts of a run on several
         energy.pop("gpu_j")
+        energy.pop("energy_by_host")
         row.update(energy)
         row["avg_power_w"] = row["energy_node_j"] / row["wall_s"] if row["wall_s"] > 0 else math.nan
+        row["estimate_power_w"] = (
+            row["estimate_j"] / row["wall_s"] if row["wall_s"] > 0 else math.nan
+        )
         window = run.window
         cpu_util = gpu_util = math.nan
         if window:
@@ -153,9 +163,23 @@ def group_labels(sweep: SweepData, table: pd.DataFrame) -> pd.Series:
     labels = {}
     for key, r in configs.items():
         parts = [str(r.config.get("sched", "?")), threads_label(r.config, r.meta)]
-        parts += [f"{k}={r.config.get(k)}" for k in varying]
-        labels[key] = " · ".join(parts)
+        parts += [f"{k}={r.config.get(k)}" for k in varying if k not in HOST_FIELDS]
+        parts += [_host_label(r)] if any(k in HOST_FIELDS for k in varying) else []
+        labels[key] = " · ".join(p for p in parts if p)
     return table["group"].map(labels).fillna("")
+
+
+HOST_FIELDS = ("hosts", "hostfile")  # config fields of an MPI run across hosts
+
+
+def _host_label(run: Run) -> str:
+    """'2 hosts' for a run across hosts (summary.json `hosts`, else its --hosts list); '' on one
+    host, so that a sweep's single-host groups keep their names."""
+    block = (run.summary or {}).get("hosts")
+    n = block.get("n_hosts") if isinstance(block, dict) else None
+    if not finite(n) and run.config.get("hosts"):
+        n = len(str(run.config["hosts"]).split(","))
+    return f"{int(n)} hosts" if finite(n) and n > 1 else ""
 
 
 def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -176,20 +200,21 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
         g = pd.concat([shared, g]) if len(shared) else g
         base = g[g["devices"] == 1]
         t1 = base["wall_s"]
-        e1 = base["energy_node_j"].dropna()
-        p1 = base["avg_power_w"].dropna()
+        e1, p1 = _complete_energy(base, "energy_node_j"), _complete_energy(base, "avg_power_w")
         base_scope = set(base.loc[base["energy_node_j"].notna(), "energy_scope"])
         for n, gn in sorted(g.groupby("devices"), key=lambda item: item[0]):
             n = int(n)
-            tn, en, pn = gn["wall_s"], gn["energy_node_j"].dropna(), gn["avg_power_w"].dropna()
+            tn = gn["wall_s"]
+            en, pn = _complete_energy(gn, "energy_node_j"), _complete_energy(gn, "avg_power_w")
             scope = set(gn.loc[gn["energy_node_j"].notna(), "energy_scope"])
-            notes: list[str] = []
+            notes: list[str] = _host_notes(gn)
             row: dict[str, Any] = {
                 "group": group,
                 "label": first["label"],
                 "sched": first["sched"],
                 "threads": first["threads"],
                 "devices": n,
+                "hosts": int(gn["n_hosts"].max()) if "n_hosts" in gn.columns else 1,
                 "repeats": len(gn),
                 "runs": ", ".join(gn["run"]),
                 "time_s": tn.median(),
@@ -202,6 +227,7 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "energy_scope": " / ".join(sorted(scope)),
                 "tasks_makespan_s": gn["tasks_makespan_s"].median(),
                 "makespan_lb_s": gn["makespan_lb_s"].median(),
+                **{c: gn[c].median() for c in WHOLE_RUN_COLUMNS if c in gn.columns},
             }
             if n == 1 and len(shared):
                 notes.append(
@@ -237,6 +263,7 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                     row["powerup"] = row["power_w"] / p1.median()
                     if len(en) < len(gn) or len(e1) < len(base):
                         notes.append("energy from the repeats that have it")
+            row.update(_estimate_greenup(base, gn, notes) if not t1.empty else {})
             row["note"] = "; ".join(notes)
             row["notes"] = tuple(notes)  # the same, one by one (`shared_notes`)
             rows.append(row)
@@ -246,6 +273,7 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
         "sched",
         "threads",
         "devices",
+        "hosts",
         "repeats",
         "runs",
         "time_s",
@@ -266,12 +294,85 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
         "power_w",
         "powerup",
         "energy_scope",
+        "energy_estimate_j",
+        "greenup_estimate",
+        "estimate_model",
         "tasks_makespan_s",
         "makespan_lb_s",
+        *WHOLE_RUN_COLUMNS,
         "note",
         "notes",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _complete_energy(rows: pd.DataFrame, column: str) -> pd.Series:
+    """`column` of the rows whose energy is complete: a run across hosts whose host went silent
+    has partial energy (too low by what the silent host burnt after), kept out of greenup."""
+    if "energy_status" in rows.columns:
+        rows = rows[rows["energy_status"] != "partial"]
+    return rows[column].dropna()
+
+
+def _host_notes(rows: pd.DataFrame) -> list[str]:
+    """What a scaling row says about runs across hosts: how their energy was summed, and which
+    runs' energy is partial (a host went silent) and so left out."""
+    if "n_hosts" not in rows.columns or not (rows["n_hosts"] > 1).any():
+        return []
+    notes = [
+        f"node energy summed over {int(rows['n_hosts'].max())} hosts: the run's own host over "
+        "the whole run, each other host over the task phase its sampler covered"
+    ]
+    if "energy_status" in rows.columns:
+        for r in rows[rows["energy_status"] == "partial"].itertuples():
+            what = getattr(r, "silent_hosts", "") or "a host's samples hold no energy"
+            notes.append(f"{r.run}: energy partial ({what}), left out of energy and greenup")
+    return notes
+
+
+# Per run (medians per group and device count in the scaling table): each part's share of the
+# run (greenkd.rundir.phases) and the Amdahl bound of efficiency its serial parts set.
+WHOLE_RUN_COLUMNS = (*(f"share_{part}" for part in PARTS), "amdahl_efficiency")
+
+
+def _whole_run_columns(summary: dict[str, Any], seconds: dict[str, Any], devices: Any) -> dict:
+    """A run's WHOLE_RUN_COLUMNS: from its summary's `whole_run`, or, for a run written before
+    there was one, from its `seconds` with the task phase as its only parallel part."""
+    whole = summary.get("whole_run")
+    if not whole and finite(seconds.get("total")) and devices:
+        whole = whole_run(seconds, int(devices))
+    if not whole:
+        return dict.fromkeys(WHOLE_RUN_COLUMNS, math.nan)
+    shares = whole.get("shares") or {}
+    row = {f"share_{p}": float(shares[p]) if finite(shares.get(p)) else math.nan for p in PARTS}
+    bound = whole.get("amdahl_efficiency")
+    row["amdahl_efficiency"] = float(bound) if finite(bound) else math.nan
+    return row
+
+
+def _estimate_greenup(base: pd.DataFrame, gn: pd.DataFrame, notes: list[str]) -> dict[str, Any]:
+    """Greenup from the power model's estimates (`--power-model`), in columns of its own.
+
+    Never mixed with measured energy: both sides are estimates from the same model, or there is
+    none; `notes` gets a line saying it is an estimate.
+    """
+    if "estimate_j" not in gn.columns:
+        return {}
+    e1, en = base["estimate_j"].dropna(), gn["estimate_j"].dropna()
+    if en.empty:
+        return {}
+    models = set(base.loc[base["estimate_j"].notna(), "estimate_model"]) | set(
+        gn.loc[gn["estimate_j"].notna(), "estimate_model"]
+    )
+    out = {"energy_estimate_j": en.median(), "estimate_model": " / ".join(sorted(models))}
+    if e1.empty:
+        return out
+    if len(models) > 1:
+        notes.append(f"power models differ ({' vs '.join(sorted(models))}): no estimated greenup")
+        return out
+    out["greenup_estimate"] = e1.median() / en.median()
+    notes.append(f"estimated greenup: from the power model {out['estimate_model']}, not measured")
+    return out
 
 
 def shared_notes(table: pd.DataFrame) -> tuple[list[str], pd.Series]:
@@ -303,12 +404,21 @@ def layer_runtimes(sweep: SweepData) -> pd.DataFrame:
     for group, owners in shared_baselines(groups).items():
         for owner in owners:
             borrowers.setdefault(owner, []).append(group)
+    notes: list[str] = []
     for run in usable:
         if run.tasks is None or run.tasks.empty:
             continue
+        tasks = per_block_tasks(run.tasks)
+        if tasks is None:
+            notes.append(
+                f"{run.name}: fused passes without per-block costs in tasks.csv (run with "
+                "--no-block-costs, or before greenkd measured them): its layers share their "
+                "pass's time, not drawn"
+            )
+            continue
         key = group_key(run.config)
         for group in [key, *(borrowers.get(key, []) if run.devices == 1 else [])]:
-            t = run.tasks[["task", "index", "device", "seconds"]].copy()
+            t = tasks[["task", "index", "device", "seconds"]].copy()
             t["run"], t["group"], t["devices"], t["repeat"] = (
                 run.name,
                 group,
@@ -317,10 +427,37 @@ def layer_runtimes(sweep: SweepData) -> pd.DataFrame:
             )
             frames.append(t)
     if not frames:
-        return pd.DataFrame(
+        out = pd.DataFrame(
             columns=["task", "index", "device", "seconds", "run", "group", "devices", "repeat"]
         )
-    return pd.concat(frames, ignore_index=True)
+    else:
+        out = pd.concat(frames, ignore_index=True)
+    out.attrs["notes"] = notes
+    return out
+
+
+def per_block_tasks(tasks: pd.DataFrame) -> pd.DataFrame | None:
+    """Tasks with each layer's own seconds: fused rows get their measured `seconds_block`, and
+    each pass's trunk (`seconds_trunk`, counted once) is a row of its own at TRUNK_INDEX.
+
+    Independent tasks keep their seconds. None where a fused pass has no per-block costs: its
+    rows would all show the pass's time, which is true of no layer.
+    """
+    if not has_fused_passes(tasks):
+        return tasks
+    fused = tasks["fused_group"].fillna("").astype(str) != ""
+    if "seconds_block" not in tasks.columns or tasks.loc[fused, "seconds_block"].isna().any():
+        return None
+    out = tasks.copy()
+    out.loc[fused, "seconds"] = out.loc[fused, "seconds_block"]
+    trunks = (
+        tasks[fused]
+        .groupby(["device", "fused_group"], sort=False)
+        .agg(seconds=("seconds_trunk", "first"))
+        .reset_index()
+        .assign(task=TRUNK_TASK, index=TRUNK_INDEX)
+    )
+    return pd.concat([out, trunks[["task", "index", "device", "seconds"]]], ignore_index=True)
 
 
 def _first(values: Iterable[str]) -> str:

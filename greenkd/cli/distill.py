@@ -41,17 +41,22 @@ _FIELDS = (
     "finetune_epochs",
     "finetune_lr",
     "finetune_layers",
+    "finetune_batch_norm",
     "freeze_1x1",
     "gpus",
     "sched",
     "backend",
     "fuse",
+    "block_costs",
     "jit",
+    "framework",
     "timings",
     "allow_oversubscribe",
     "cores_per_device",
     "calibrate",
     "scheduler_address",
+    "hosts",
+    "hostfile",
     "seed",
     "out",
 )
@@ -173,6 +178,11 @@ def distill_command(
         _D.finetune_layers,
         help="blocks: fine-tune the spliced blocks only; all: every layer (the paper's).",
     ),
+    finetune_batch_norm: str = typer.Option(
+        _D.finetune_batch_norm,
+        help="batch: batch norms train on each batch's statistics; frozen: inference mode "
+        "(a data-parallel fine-tune then equals the serial one).",
+    ),
     freeze_1x1: bool = typer.Option(
         _D.freeze_1x1, help="Freeze 1x1 convs and dense layers in fine-tuning (§4.1.6)."
     ),
@@ -186,12 +196,24 @@ def distill_command(
         help="One teacher pass per batch for all of a worker's tasks (same blocks, faster); "
         "--no-fuse: the paper's independent tasks.",
     ),
+    block_costs: bool = typer.Option(
+        _D.block_costs,
+        help="After each fused pass, time each block's own step and the shared trunk's on a few "
+        "batches (tasks.csv seconds_block, seconds_trunk; the report's per-layer figures).",
+    ),
     jit: str = typer.Option(
         _D.jit,
         help="XLA: off or on (the same on every device), or auto (Keras's choice: GPUs only).",
     ),
+    framework: str = typer.Option(
+        _D.framework,
+        help="The framework under Keras: tensorflow (input through tf.data) or jax (Keras "
+        "PyDataset workers).",
+    ),
     data_threads: str = typer.Option(
-        "autotune", help="tf.data threads: autotune, or N parallel calls with intra-op 1."
+        "autotune",
+        help="Data threads: autotune, or N (tf.data: N parallel calls with intra-op 1; other "
+        "frameworks: N PyDataset workers).",
     ),
     timings: str | None = typer.Option(
         None, help="Task times for scheduling: a task,seconds CSV or a tasks.csv."
@@ -207,6 +229,14 @@ def distill_command(
     ),
     scheduler_address: str | None = typer.Option(
         None, help="--backend dask: an existing scheduler, tcp://host:8786 (default: a local one)."
+    ),
+    hosts: str | None = typer.Option(
+        None,
+        help="--backend mpi across hosts: h1,h2 (mpiexec -hosts); --gpus devices in all, "
+        "split evenly; each host is sampled once (docs/multihost.md).",
+    ),
+    hostfile: str | None = typer.Option(
+        None, help="--backend mpi across the hosts of an mpich hostfile (instead of --hosts)."
     ),
     seed: int = typer.Option(_D.seed),
     out: str = typer.Option(_D.out, help="Run directory."),
@@ -240,7 +270,8 @@ def distill_command(
         # TensorFlow, data and teacher now, beside this process
         devices = preflight(cfg)
         executor = select(cfg, devices, LayerTasks(cfg))
-        bind_run_process(devices)  # one GPU or none for this process, before TensorFlow
+        # one GPU or none for this process, and its framework, before Keras loads
+        bind_run_process(devices, cfg.framework)
     reporter = RichReporter(console)
 
     def run_distill(executor, devices):
@@ -342,12 +373,21 @@ def teacher_train_command(
         _D.teacher_patience, "--patience", help="Epochs without a val top-1 gain before it stops."
     ),
     seed: int = typer.Option(_D.seed),
+    framework: str = typer.Option(_D.framework, help="tensorflow or jax (cached apart)."),
     retrain: bool = typer.Option(False, help="Train again even if a cached teacher exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a zoo teacher and cache it by its settings (distill reuses it)."""
-    from greenkd import models
+    import os
+
+    from greenkd.config import FRAMEWORKS
+    from greenkd.devices import framework_env
     from greenkd.errors import GreenkdError
+
+    if framework not in FRAMEWORKS:
+        raise GreenkdError(f"--framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    os.environ.update(framework_env(framework))  # before Keras loads, on the next line
+    from greenkd import models
 
     if model not in models.ZOO:
         raise GreenkdError(f"unknown model {model!r}: teacher train knows {', '.join(models.ZOO)}")
@@ -363,6 +403,7 @@ def teacher_train_command(
         teacher_epochs=teacher_epochs,
         teacher_patience=teacher_patience,
         seed=seed,
+        framework=framework,
     )
     teacher = models.get_teacher(cfg, retrain=retrain, verbose=0 if quiet else 2)
     if not quiet:

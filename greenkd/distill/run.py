@@ -23,15 +23,17 @@ from greenkd.distill import assemble as asm
 from greenkd.distill import planning
 from greenkd.distill import select as choose
 from greenkd.distill.setup import LayerTasks, Setup, prepare
-from greenkd.distill.student import aim, finetune, select_blocks, selection_goal
+from greenkd.distill.student import Tuned, Tuner, aim, select_blocks, selection_goal
 from greenkd.distill.targets import Target, model_flops
 from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors import select
 from greenkd.executors.base import Executor, Progress, TaskResult, Work
+from greenkd.framework import NAME as FRAMEWORK
+from greenkd.framework import keras
 from greenkd.rundir import RunDir
+from greenkd.rundir.phases import whole_run
 from greenkd.schedule.sources import check_timings_file
-from greenkd.tfsetup import keras
 
 
 class Reporter(Progress, Protocol):
@@ -76,6 +78,10 @@ def task_row(result: TaskResult, target: Target, accepted: bool) -> dict[str, An
         "accuracy": result.accuracy,
         "accepted": accepted,
         "fused_group": result.fused_group,
+        "block_step_s": result.block_step_s,
+        "trunk_step_s": result.trunk_step_s,
+        "seconds_block": result.seconds_block,
+        "seconds_trunk": result.seconds_trunk,
     }
 
 
@@ -88,6 +94,11 @@ def distill(
     setup: Setup | None = None,
 ) -> dict[str, Any]:
     """Run Algorithm 1 end to end and return the summary written to summary.json."""
+    if cfg.framework != FRAMEWORK:
+        raise GreenkdError(
+            f"--framework {cfg.framework}, but Keras runs on {FRAMEWORK} in this process: "
+            f"set KERAS_BACKEND={cfg.framework} before greenkd loads (greenkd distill does)"
+        )
     reporter = reporter or SilentReporter()
     check_timings_file(cfg.timings)
     devices = devices or run_devices(cfg)
@@ -120,9 +131,12 @@ def distill(
         "backend": cfg.backend,
         "sched": cfg.sched,
         "jit": cfg.jit,
+        "framework": cfg.framework,
+        "finetune_batch_norm": cfg.finetune_batch_norm,
         "tasks_done": 0,
     }
     results: dict[str, TaskResult] = {}
+    tuner: Tuner | None = None
     confinement = contextlib.ExitStack()
     if cfg.backend != "mpi":  # an MPI rank is bound to its own device already
         # set-up, assembly and fine-tuning here use only the run's devices' cores
@@ -179,6 +193,9 @@ def distill(
         summary["seconds_compile_tasks"] = float(sum(compiled)) if compiled else None
 
         val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
+        # the workers, teacher and data still loaded, fine-tune every student together
+        replicas = getattr(executor, "replicas", lambda: None)()
+        tuner = Tuner(setup, val, replicas, reporter)
         goal = selection_goal(cfg, setup, summary)
         blocks = [
             choose.Block(
@@ -190,14 +207,18 @@ def distill(
             )
             for t in setup.targets
         ]
-        tuned: dict[tuple[str, ...], tuple[Any, float]] = {}
+        tuned: dict[tuple[str, ...], Tuned] = {}
         if cfg.acceptance == "threshold":  # the paper's rule, block by block, as it always was
             selection = choose.by_threshold(blocks, goal)
         else:
             reporter.phase("select", aim(goal))
             t_sel = time.perf_counter()
-            selection = select_blocks(blocks, goal, setup, cfg, results, val, tuned, reporter)
+            selection = select_blocks(
+                blocks, goal, setup, cfg, results, val, tuned, reporter, tuner
+            )
             seconds["select"] = time.perf_counter() - t_sel
+            seconds["finetune_in_select"] = tuner.seconds
+            seconds["evaluate_in_select"] = tuner.seconds_evaluate
 
         reporter.phase("assemble", f"splicing {len(selection.chosen)} block(s) into the teacher")
         t_asm = time.perf_counter()
@@ -207,7 +228,7 @@ def distill(
         if reused is None:
             student = asm.assemble(teacher.model, setup.targets, keep, cfg.block)
         else:  # its brief fine-tune already was the run's whole fine-tune
-            student = reused[0]
+            student = tuner.student(reused, keep, cfg)
         if not keep:
             before = teacher.accuracy
         elif selection.mode == "target":  # measured while choosing
@@ -221,11 +242,11 @@ def distill(
         t_ft = time.perf_counter()
         after, spliced_weights = before, None
         if reused is not None:
-            after = reused[1]
+            after = reused.accuracy
         elif keep and cfg.finetune_epochs > 0:
             if selection.mode == "target":
                 spliced_weights = student.get_weights()
-            after = finetune(student, setup, cfg, val)
+            after = tuner(keep, cfg, student).accuracy
         if selection.mode == "target" and keep and cfg.finetune_epochs > 0:
             # The target is on the student delivered. Fine-tuning can lower top-1 this close to
             # the teacher (on digits one epoch took a 3-block student from 96.9% to 95.5% with
@@ -282,7 +303,26 @@ def distill(
     finally:
         seconds.setdefault("total", time.perf_counter() - clock)
         summary["seconds"] = seconds
+        if tuner is not None:
+            # how many devices each fine-tune was split over (1: this process fine-tuned alone)
+            summary["finetune_devices"] = tuner.devices or None
+            # the same for target-mode selection's spliced evaluations (their sets dealt out)
+            summary["evaluate_devices"] = tuner.evaluate_devices or None
+            # where: "workers" (data-parallel on the executor's kept workers) or "run" (this
+            # process, and why: another backend, framework, or a worker lost)
+            used = tuner.devices or tuner.evaluate_devices
+            summary["finetune_on"] = None if not used else "run" if tuner.fallback else "workers"
+            summary["finetune_fallback"] = tuner.fallback if used else None
+        spread = ["tasks"]
+        if tuner is not None and tuner.evaluate_devices > 1:
+            spread.append("selection")  # its evaluations (whole_run counts the rest serial)
+        if tuner is not None and tuner.devices > 1:
+            spread.append("finetune")
+        summary["whole_run"] = whole_run(seconds, len(devices), spread)
         summary["lost_workers"] = list(executor.lost_workers)
+        if getattr(executor, "hosts", None) is not None:  # a multi-host run (profilers.hosts)
+            summary["hosts"] = executor.hosts
         summary["end_ts"] = time.time()
         confinement.close()
+        getattr(executor, "close", lambda: None)()  # workers kept for fine-tuning
         run.write_summary(summary)

@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from greenkd import data as data_mod
-from greenkd.config import JIT_COMPILE, RunConfig
+from greenkd.config import RunConfig
+from greenkd.distill import blockcost
 from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
-from greenkd.tfsetup import keras
+from greenkd.framework import keras
+from profilers.hostid import host_time
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
 # A block's MSE has plateaued when the mean training MSE since the previous evaluation is
@@ -115,8 +117,9 @@ def pair_model(teacher: keras.Model, names: Sequence[str]) -> keras.Model:
 
 def jit_compile(cfg: RunConfig) -> bool | str:
     """`--jit` as Keras takes it: off and on mean the same on every device; auto is Keras's own
-    choice (XLA where it supports the device, which for TensorFlow means GPUs, not CPUs)."""
-    return JIT_COMPILE[cfg.jit]
+    choice (XLA where it supports the device, which for TensorFlow means GPUs, not CPUs); JAX
+    always compiles (RunConfig.keras_jit)."""
+    return cfg.keras_jit()
 
 
 def evaluate_accuracy(model: keras.Model, val, jit: bool | str = False) -> float:
@@ -139,7 +142,7 @@ def branch_accuracies(model: keras.Model, val, jit: bool | str = False) -> list[
     labels = np.concatenate(labels)[real]
     if not model.compiled:  # predict only (no loss, no optimizer); compiled once, traced once
         model.compile(jit_compile=jit)
-    outputs = model.predict(val.map(lambda x, y, w: x), verbose=0)
+    outputs = model.predict(data_mod.images_only(val), verbose=0)
     outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
     return [float(np.mean(np.argmax(o[real], axis=-1) == labels)) for o in outputs]
 
@@ -288,7 +291,7 @@ def _match_output_scale(blocks, pairs, train, targets, cfg, batches: int = 4) ->
     local MSE on the same batches (the "before" of real learning) and the mean square
     of each target output (the scale of its MSE).
     """
-    first = train.take(batches)
+    first = data_mod.first_batches(train, batches)
     sums = [(0.0, 0.0)] * len(blocks)
     for images in first:
         acts = pairs(images, training=False)
@@ -336,7 +339,7 @@ def train_pass(
     to the cap (or the allowance); `allowance` is spent and shared with later passes.
     """
     group = ",".join(t.name for t in targets) if len(targets) > 1 else ""
-    start = time.time()
+    start = host_time()  # this host's clock: a multi-host run aligns it (profilers.hosts)
     t0 = time.perf_counter()
     teacher = flatten(teacher)
     allowance = allowance or Allowance()
@@ -381,7 +384,7 @@ def train_pass(
     epoch = 0
 
     def results(evaluated_only: bool) -> list[TaskResult]:
-        t2, end = time.perf_counter(), time.time()
+        t2, end = time.perf_counter(), host_time()
         share = 1.0 / len(targets)  # a fused pass's time, split evenly among its tasks
         evaluated = callback.eval_seconds if callback is not None else 0.0
         compile_train, compile_eval = timing.compile_seconds()
@@ -454,4 +457,10 @@ def train_pass(
         raise
     finally:
         allowance.seconds -= time.perf_counter() - t1
-    return results(evaluated_only=False)
+    out = results(evaluated_only=False)
+    if len(targets) > 1 and cfg.block_costs:  # a fused pass: each block's and the trunk's cost
+        names = [t.target.name for t in tasks]
+        batches = data_mod.first_batches(stream(), blockcost.TIMED_BATCHES + 1)
+        pairs = pair_model(teacher, names)
+        blockcost.record(out, pairs, [t.block for t in tasks], batches, steps, jit_compile(cfg))
+    return out

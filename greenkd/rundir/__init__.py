@@ -56,6 +56,10 @@ TASK_COLUMNS = (
     "accuracy",
     "accepted",
     "fused_group",
+    "block_step_s",
+    "trunk_step_s",
+    "seconds_block",
+    "seconds_trunk",
 )
 
 
