@@ -129,6 +129,21 @@ def cpu_core_domains(domains: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["sensor"] == best]
 
 
+def cpu_sums(domains: pd.DataFrame, node: pd.DataFrame) -> dict[str, float]:
+    """The CPU side of a node's energy: `cpu_package_j`, `cpu_cores_j` (a sub-domain, never
+    added) and `cpu_node_j` (the CPU domains that count towards the node), each where measured."""
+    out = {}
+    cpu = node[node["sensor"] != GPU_SENSOR]
+    for key, part in (
+        ("cpu_package_j", cpu_package_domains(domains)),
+        ("cpu_cores_j", cpu_core_domains(domains)),
+        ("cpu_node_j", cpu),
+    ):
+        if not part.empty:
+            out[key] = float(part["energy_j"].sum())
+    return out
+
+
 def run_energy(run: Run) -> dict[str, Any]:
     """A run's energy by domain over its own window, its scope and source, or why it is missing.
 
@@ -172,17 +187,10 @@ def run_energy(run: Run) -> dict[str, Any]:
         out["energy_note"] = f"energy samples do not cover the run window for {names}"
         return out
     node = node_energy_domains(domains)
-    cpu = node[node["sensor"] != GPU_SENSOR]
     gpus = node[node["sensor"] == GPU_SENSOR]
-    packages, cores = cpu_package_domains(domains), cpu_core_domains(domains)
     gpu_j = dict(zip(gpus["device"], gpus["energy_j"], strict=True))
     out["gpu_j"] = gpu_j
-    if not packages.empty:
-        out["cpu_package_j"] = float(packages["energy_j"].sum())
-    if not cores.empty:
-        out["cpu_cores_j"] = float(cores["energy_j"].sum())
-    if not cpu.empty:
-        out["cpu_node_j"] = float(cpu["energy_j"].sum())
+    out.update(cpu_sums(domains, node))
     if gpu_j:
         out["gpu_node_j"] = float(sum(gpu_j.values()))
         # the physical GPUs the run trained on: gpu0.0 and gpu0.1 (oversubscribed) are gpu0
@@ -210,7 +218,7 @@ def run_energy(run: Run) -> dict[str, Any]:
         return out
     out["energy_node_j"] = float(np.nansum([out["cpu_node_j"], out["gpu_node_j"]]))
     out["energy_scope"] = node_scope(node)
-    if cpu.empty:
+    if (node["sensor"] == GPU_SENSOR).all():  # no CPU domain counts towards the node
         out["energy_note"] = (
             "GPUs only: no CPU package energy ("
             + (_missing_text(run.profile, "msr") or "no msr/powercap rows")

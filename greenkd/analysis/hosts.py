@@ -39,8 +39,7 @@ import pandas as pd
 
 from greenkd.analysis.energy import (
     GPU_SENSOR,
-    cpu_core_domains,
-    cpu_package_domains,
+    cpu_sums,
     node_energy_domains,
     node_scope,
     physical_gpu,
@@ -135,16 +134,10 @@ def _host_energy(view: HostView, window: tuple[float, float], tasks: pd.DataFram
     node = node_energy_domains(domains)
     if node.empty:
         return out
-    cpu, gpus = node[node["sensor"] != GPU_SENSOR], node[node["sensor"] == GPU_SENSOR]
-    packages, cores = cpu_package_domains(domains), cpu_core_domains(domains)
+    gpus = node[node["sensor"] == GPU_SENSOR]
     out["energy_node_j"] = float(node["energy_j"].sum())
     out["scope"] = node_scope(node)
-    if not packages.empty:
-        out["cpu_package_j"] = float(packages["energy_j"].sum())
-    if not cores.empty:
-        out["cpu_cores_j"] = float(cores["energy_j"].sum())
-    if not cpu.empty:
-        out["cpu_node_j"] = float(cpu["energy_j"].sum())
+    out.update(cpu_sums(domains, node))
     if not gpus.empty:
         out["gpu_node_j"] = float(gpus["energy_j"].sum())
         used = _used_gpus(tasks, view.host)
