@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# tests/chromium.py is both imported (its skip mark) and a plugin (its fixture): rewrite it first
+pytest.register_assert_rewrite("chromium")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def greenkd_cache(tmp_path_factory) -> Path:

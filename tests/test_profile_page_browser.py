@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 
-import pytest
+from chromium import needs_chromium
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from profile_page_fixtures import make_profile
 
 from greenkd.analysis.profile import load_profile
 from greenkd.report.profile import build_profile_page, write_reports_and_pages
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-)
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
+pytest_plugins = ("chromium",)  # the browser fixture
 
 # Per plot div: plotly's svg drawn, the traces plotly laid out, the lines it painted, and the shapes
 # (idle baseline, marks) it drew.
@@ -38,16 +25,6 @@ DRAWN_JS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
         .filter(p => (p.getAttribute('d') || '').length > 2).length,
     shapes: d.querySelectorAll('.shapelayer path').length,
 }))"""
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def test_profile_page_draws_every_plot_offline_in_chromium(tmp_path, browser):

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-from pathlib import Path
 
 import pytest
+from chromium import needs_chromium
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from run_fixtures import VGG16_TASK_S, RunSpec, demo_specs, write_sweep
 
 from greenkd.analysis import framework_table, load_sweep
 from greenkd.report import build_report, write_report
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-)
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
+pytest_plugins = ("chromium",)  # the browser fixture
 
 # Per plot div: plotly's svg drawn, the traces plotly laid out, and the marks it painted.
 DRAWN_JS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d => ({
@@ -42,16 +29,6 @@ DRAWN_JS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
 POINTS_JS = (
     """id => document.getElementById(id)._fullData.map(t => [t.x.length, t.x[t.x.length - 1]])"""
 )
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def test_every_plot_is_drawn_offline_in_chromium(tmp_path, browser):

@@ -5,11 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from chromium import needs_chromium
 from run_fixtures import RunSpec, write_sweep
-from test_report_browser import (
-    CHROMIUM,
-    browser,  # noqa: F401 (the Chromium fixture)
-)
 
 from greenkd.analysis import fused_pass_segments, layer_runtimes, load_sweep
 from greenkd.analysis.tasks import TRUNK_INDEX
@@ -17,6 +14,8 @@ from greenkd.report import build_report, write_report
 
 # Layer 0's block costs 3x layer 1's and 1.5x layer 2's; a pass's trunk is half its deepest task.
 TASKS_S = [30.0, 10.0, 20.0, 10.0]
+
+pytest_plugins = ("chromium",)  # the browser fixture
 
 
 def _fused_sweep(tmp_path, *, block_costs: bool = True):
@@ -88,8 +87,8 @@ LAYER_FIGURE_JS = """() => [...document.querySelectorAll('.plotly-graph-div')]
     }))"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-def test_chromium_draws_layer_to_layer_differences_of_a_fused_sweep(tmp_path, browser):  # noqa: F811
+@needs_chromium
+def test_chromium_draws_layer_to_layer_differences_of_a_fused_sweep(tmp_path, browser):
     path = write_report(_fused_sweep(tmp_path), tmp_path / "reports")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     requests: list[str] = []
