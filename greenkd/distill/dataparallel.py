@@ -47,6 +47,7 @@ the validation batches instead would leave every worker building and tracing eve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,7 @@ class FinetuneJob:
 
     def __call__(self, setup: Setup, rank: int, size: int, reduce: Reduce) -> dict[str, Any]:
         cfg = self.cfg
+        clock = _Clock()
         student = asm.assemble(setup.teacher.model, setup.targets, dict(self.blocks), cfg.block)
         asm.prepare_for_finetune(student, [t.name for t in setup.targets], cfg)
         steps = setup.source.steps("train", cfg.batch_size)
@@ -85,11 +87,16 @@ class FinetuneJob:
         train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
         step = _Step(student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
         batches = iter(train)
-        for _ in range(steps * cfg.finetune_epochs):
+        clock.lap("build")
+        for i in range(steps * cfg.finetune_epochs):
             x, y = next(batches)
+            clock.lap("data")
             grads, count = step.gradients(x[rank::size], y[rank::size])
+            clock.lap("compile" if i == 0 else "gradients")  # the first call traces the step
             summed = reduce([*grads, np.array([count], np.float64)])
+            clock.lap("reduce")
             step.apply([g / summed[-1][0] for g in summed[:-1]])
+            clock.lap("compile" if i == 0 else "apply")
         _average_moving_statistics(student, size, reduce)
         val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
         correct, weight = np.zeros(1, np.float64), np.zeros(1, np.float64)
@@ -98,10 +105,25 @@ class FinetuneJob:
             correct += c
             weight += n
         correct, weight = reduce([correct, weight])
+        clock.lap("evaluate")
         return {
             "accuracy": float(correct[0] / weight[0]),
             "weights": student.get_weights() if rank == 0 else None,
+            "seconds": clock.seconds,
         }
+
+
+class _Clock:
+    """Seconds spent in each part of a worker's fine-tune, lap by lap (summary `finetune_parts`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[part] = self.seconds.get(part, 0.0) + now - self._last
+        self._last = now
 
 
 def spliced_accuracies(

@@ -311,6 +311,7 @@ def distill(
         if tuner is not None:
             # how many devices each fine-tune was split over (1: this process fine-tuned alone)
             summary["finetune_devices"] = tuner.devices or None
+            summary["finetune_parts"] = {k: round(v, 3) for k, v in tuner.parts.items()} or None
             # the same for target-mode selection's spliced evaluations (their sets dealt out)
             summary["evaluate_devices"] = tuner.evaluate_devices or None
             # where: "workers" (data-parallel on the executor's kept workers) or "run" (this

@@ -141,6 +141,9 @@ class Tuner:
         self.seconds_evaluate = 0.0
         self.devices = 0  # how many devices the last fine-tune was split over (1: this process)
         self.evaluate_devices = 0  # the same for the spliced evaluations
+        # seconds of each part of the data-parallel fine-tunes (mean over workers, summed over
+        # fine-tunes): where their time goes (dataparallel._Clock)
+        self.parts: dict[str, float] = {}
 
     def _on_workers(self, job, phase: str) -> list[Any] | None:
         """What every worker returned for `job`, or None where it runs here (no workers, or
@@ -187,6 +190,9 @@ class Tuner:
             results = self._on_workers(dataparallel.FinetuneJob(dict(blocks), cfg), "finetune")
             if results is not None:
                 self.devices = len(results)
+                for r in results:
+                    for part, seconds in r.get("seconds", {}).items():
+                        self.parts[part] = self.parts.get(part, 0.0) + seconds / len(results)
                 done = Tuned(results[0]["accuracy"], weights=results[0]["weights"])
                 if student is not None:
                     done.student = self.student(done, blocks, cfg, student)
