@@ -86,7 +86,7 @@ class FinetuneJob:
         keras.utils.set_random_seed(cfg.seed)  # the serial fine-tune's data order (student.py)
         train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
         step = _Step(student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
-        batches = iter(train)
+        batches = iter(data_mod.without_autotune_model(train))
         clock.lap("build")
         for i in range(steps * cfg.finetune_epochs):
             x, y = next(batches)
