@@ -72,6 +72,7 @@ def two_workers(small_teacher, tmp_path_factory):
         # on students of 1-epoch blocks: NaNs would compare equal, so finiteness is checked)
         finetune_lr=0.02,
         finetune_batch_norm="frozen",
+        block_costs=False,  # the fused pass's per-block costs: read by no test here
     )
     with _kept_workers(cfg) as (setup, blocks, replicas, _):
         yield cfg, setup, blocks, replicas
@@ -135,7 +136,8 @@ def test_two_workers_fine_tune_the_default_student_to_the_serial_ones_top1(tmp_p
     (measured on the workers), and that student fine-tuned twice: data-parallel on the 2 workers
     and with `fit` in this process. Cheaper than the default run only where that does not touch
     fine-tuning: the teacher trains for at most 3 epochs (about 97%; the default's reaches 99.8%
-    in 15), each block for 2, and no brief fine-tunes judge the sets.
+    in 15), each block for 2, the fused pass measures no per-block costs (`--no-block-costs`:
+    timing only, after the pass), and no brief fine-tunes judge the sets.
 
     Under the default `--finetune-batch-norm batch`: each worker's batch norms normalise its own
     share of the batch (dataparallel.py), so the two students differ by more than float noise and
@@ -151,8 +153,9 @@ def test_two_workers_fine_tune_the_default_student_to_the_serial_ones_top1(tmp_p
     from greenkd.distill.targets import model_flops
 
     cfg = RunConfig(
-        gpus=2, cores_per_device=1, out=str(tmp_path / "run"), teacher_epochs=3, epochs=2
-    )
+        gpus=2, cores_per_device=1, out=str(tmp_path / "run"), teacher_epochs=3, epochs=2,
+        block_costs=False,
+    )  # fmt: skip
     defaults = RunConfig()
     for name in ("model", "dataset", "augment", "batch_size", "acceptance", "target_accuracy",
                  "finetune_epochs", "finetune_lr", "finetune_layers"):  # fmt: skip
@@ -215,7 +218,7 @@ def test_a_two_worker_run_fine_tunes_on_its_workers_and_accounts_for_the_whole_r
 
     cfg = tiny_config(
         small_teacher, tmp_path / "run", fuse=True, epochs=1, acceptance="target",
-        finetune_epochs=1, target_accuracy=0.5,
+        finetune_epochs=1, target_accuracy=0.5, block_costs=False,
     )  # fmt: skip
     summary = distill(cfg)
     assert summary["status"] == "complete"
@@ -249,7 +252,7 @@ def test_a_dask_run_fine_tunes_and_evaluates_in_its_own_process_and_says_why(
         monkeypatch.setenv(key, value)
     cfg = tiny_config(
         small_teacher, tmp_path / "run", backend="dask", fuse=True, epochs=1,
-        acceptance="target", finetune_epochs=1, target_accuracy=0.5,
+        acceptance="target", finetune_epochs=1, target_accuracy=0.5, block_costs=False,
     )  # fmt: skip
     summary = distill(cfg)
     assert summary["status"] == "complete" and summary["backend"] == "dask"

@@ -58,11 +58,16 @@ def _distill(cfg, env: dict[str, str], tmp: Path):
 
 
 def test_jax_distill_of_the_default_finishes_with_tensorflow_unimportable(jax_env, tmp_path):
+    """VGG16 (the default model) at width 1/16, through every phase of the default run: teacher
+    training, one fused pass with its per-block costs, target-mode selection (every set spliced
+    in and measured), assembly and a fine-tune. The target (at most 50 points below the tiny
+    teacher's top-1) is one the whole spliced set meets, so the selection settles without a
+    brief fine-tune of a set; the chosen student's one fine-tune then runs as the run's own."""
     out = tmp_path / "run"
     done = run_cli(
         ["distill", "--framework", "jax", "--width", "0.0625", "--n-train", "512",
          "--n-val", "128", "--teacher-epochs", "4", "--batch-size", "32", "--epochs", "1",
-         "--finetune-epochs", "1", "--out", str(out)],
+         "--finetune-epochs", "1", "--target-accuracy", "0.5", "--out", str(out)],
         jax_env, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -71,6 +76,11 @@ def test_jax_distill_of_the_default_finishes_with_tensorflow_unimportable(jax_en
     assert summary["status"] == "complete" and summary["framework"] == "jax"
     assert summary["accepted"], "no block made it into the student"
     assert summary["student_params"] < summary["teacher_params"]
+    # each phase really ran on JAX: the pass measured its blocks, the selection measured its
+    # sets spliced in, and the student was fine-tuned
+    assert summary["selection"]["mode"] == "target" and summary["selection"]["sets"]
+    assert summary["seconds"]["evaluate_in_select"] > 0 and summary["seconds"]["finetune"] > 0
+    assert summary["timings_recorded"] == summary["n_targets"]
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["framework"] == "jax"
     attempts = _tf_imports(jax_env)
