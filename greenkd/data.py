@@ -494,9 +494,18 @@ def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
 
 
 def thread_options(threads: DataThreads) -> tf.data.Options:
-    """tf.data options for the paper's thread settings (§4.3)."""
+    """tf.data options for the paper's thread settings (§4.3).
+
+    "autotune" in a process confined to one core runs without tf.data's autotuning model: on
+    one core there is no parallelism to tune, and the model cost each iterator its deletion:
+    deleting an autotuned iterator there waits for tf.data's autotuning thread, whose sleep
+    doubles up to a minute (a one-core worker's fused pass waited 19 s after its `fit` ended,
+    on passes of 27-29 s). The AUTOTUNE settings then take tf.data's defaults for one core.
+    """
     opts = tf.data.Options()
     opts.deterministic = True
+    if threads.parallel_calls is None and len(os.sched_getaffinity(0)) == 1:
+        opts.autotune.enabled = False
     if threads.max_intra_op_parallelism is not None:
         opts.threading.max_intra_op_parallelism = threads.max_intra_op_parallelism
     if threads.private_threadpool_size is not None:

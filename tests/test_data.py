@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tarfile
 
@@ -255,3 +256,21 @@ def test_preprocessing_modes_match_keras_applications():
     )
     with pytest.raises(GreenkdError):
         data.preprocess(batch, "zca")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell apart")
+def test_autotune_runs_without_its_model_in_a_one_core_process_and_fixed_threads_keep_theirs():
+    """On one core tf.data's autotuning model has nothing to tune and cost each iterator's
+    deletion a wait for its thread (greenkd.data.thread_options): off there, on elsewhere."""
+    from greenkd.data import thread_options
+
+    cores = os.sched_getaffinity(0)
+    assert thread_options(DataThreads()).autotune.enabled is not False
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        assert thread_options(DataThreads()).autotune.enabled is False
+        fixed = thread_options(DataThreads.parse("4"))
+        assert fixed.autotune.enabled is not False
+        assert fixed.threading.max_intra_op_parallelism == 1
+    finally:
+        os.sched_setaffinity(0, cores)
