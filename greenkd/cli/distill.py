@@ -251,7 +251,6 @@ def distill_command(
 
     from greenkd.cli.progress import RichReporter, diagnosis_lines, summary_table
     from greenkd.executors import mpi, preflight, select
-    from greenkd.interrupts import latched
 
     console = Console(stderr=False, quiet=quiet)
     if not console.is_terminal:  # a pipe or log file: one line per task, not wrapped at 80
@@ -281,13 +280,12 @@ def distill_command(
         return distill(cfg, reporter=reporter, executor=executor, devices=devices)
 
     try:
-        with latched():  # a Ctrl-C is remembered, so that no TensorFlow call can swallow it
-            if cfg.backend == "mpi":
-                summary = mpi.run_rank(cfg, run_distill)  # each rank binds itself first
-                if summary is None:  # ranks other than 0 report nothing
-                    return
-            else:
-                summary = run_distill(executor, devices)
+        if cfg.backend == "mpi":
+            summary = mpi.run_rank(cfg, run_distill)  # each rank binds itself first
+            if summary is None:  # ranks other than 0 report nothing
+                return
+        else:
+            summary = run_distill(executor, devices)
     except KeyboardInterrupt as exc:
         reporter.close()
         cut = [r.name for r in getattr(exc, "partial_results", [])]

@@ -31,7 +31,6 @@ from greenkd.executors import select
 from greenkd.executors.base import Executor, Progress, TaskResult, Work
 from greenkd.framework import NAME as FRAMEWORK
 from greenkd.framework import keras
-from greenkd.interrupts import raise_if_interrupted
 from greenkd.rundir import RunDir
 from greenkd.rundir.phases import whole_run
 from greenkd.schedule.sources import check_timings_file
@@ -182,7 +181,6 @@ def distill(
             run.append_task(task_row(result, target, ok))
             summary["tasks_done"] = len(results)
             reporter.task_done(result, target, ok)
-            raise_if_interrupted()  # a Ctrl-C that the task's training swallowed (interrupts.py)
         seconds["tasks"] = time.perf_counter() - t_tasks
         missing = [t.name for t in setup.targets if t.name not in results]
         if missing:
@@ -213,7 +211,6 @@ def distill(
         if cfg.acceptance == "threshold":  # the paper's rule, block by block, as it always was
             selection = choose.by_threshold(blocks, goal)
         else:
-            raise_if_interrupted()
             reporter.phase("select", aim(goal))
             t_sel = time.perf_counter()
             selection = select_blocks(
@@ -223,7 +220,6 @@ def distill(
             seconds["finetune_in_select"] = tuner.seconds
             seconds["evaluate_in_select"] = tuner.seconds_evaluate
 
-        raise_if_interrupted()
         reporter.phase("assemble", f"splicing {len(selection.chosen)} block(s) into the teacher")
         t_asm = time.perf_counter()
         keep = {n: results[n].weights for n in selection.chosen}
@@ -242,7 +238,6 @@ def distill(
             before = evaluate_accuracy(student, val, jit_compile(cfg))
         seconds["assemble"] = time.perf_counter() - t_asm
 
-        raise_if_interrupted()
         reporter.phase("finetune", f"{cfg.finetune_epochs} epoch(s), SGD + Nesterov")
         t_ft = time.perf_counter()
         after, spliced_weights = before, None

@@ -41,7 +41,6 @@ from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
 from greenkd.framework import keras
-from greenkd.interrupts import raise_if_interrupted
 from profilers.hostid import host_time
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
@@ -209,7 +208,6 @@ class _PassCallback(keras.callbacks.Callback):
         self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        raise_if_interrupted()  # a Ctrl-C the epoch's C++ calls swallowed (greenkd.interrupts)
         self.timing.epochs[-1].append(time.perf_counter() - self.epoch_started)
         done = epoch + 1
         active = [self.tasks[i] for i in self.active]
