@@ -239,6 +239,10 @@ def test_interrupted_run_keeps_finished_tasks_and_says_partial(tmp_path, tiny_se
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as a shell's foreground job gets it: a suite started in the background of a
+        # non-interactive shell (`pytest &`) runs with SIGINT ignored, which a child inherits,
+        # and the run then cannot be interrupted at all (it exited 0 twice that way)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     tasks = out / "tasks.csv"
     deadline = time.time() + 300
