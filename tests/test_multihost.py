@@ -89,6 +89,14 @@ def _samples(run: Path, host: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _check_complete_on_both_hosts(run: Path, summary: dict) -> None:
+    """A complete run whose tasks ran on both hosts, each sampled once, energy complete."""
+    assert summary["status"] == "complete"
+    _check_each_host_sampled_once(run, summary)
+    assert summary["hosts"]["energy_status"] == "complete"
+    assert {r["host"] for r in read_tasks(run)} == {"hostA", "hostB"}
+
+
 def _check_each_host_sampled_once(run: Path, summary: dict) -> None:
     hosts = summary["hosts"]
     assert sorted(p.name for p in (run / "hosts").iterdir()) == ["hostA", "hostB"]
@@ -150,10 +158,7 @@ def mpi_two_hosts(small_teacher, two_hosts, tmp_path_factory) -> tuple[Path, dic
 @pytest.mark.slow
 def test_mpi_run_samples_each_host_once_and_sums_their_energy(mpi_two_hosts):
     run, summary = mpi_two_hosts
-    assert summary["status"] == "complete"
-    _check_each_host_sampled_once(run, summary)
-    assert summary["hosts"]["energy_status"] == "complete"
-    assert {r["host"] for r in read_tasks(run)} == {"hostA", "hostB"}
+    _check_complete_on_both_hosts(run, summary)
 
 
 @two_host_run
@@ -268,10 +273,7 @@ def test_dask_run_samples_each_host_once_and_sums_their_energy(
         **SHORT,
     )
     summary = distill(cfg)
-    assert summary["status"] == "complete"
-    _check_each_host_sampled_once(run, summary)
-    assert summary["hosts"]["energy_status"] == "complete"
-    assert {r["host"] for r in read_tasks(run)} == {"hostA", "hostB"}
+    _check_complete_on_both_hosts(run, summary)
 
 
 @two_host_run
