@@ -327,7 +327,8 @@ class Profiler:
                     break
                 self._lateness_s.append(time.monotonic() - target)
                 self._sample()
-                if k == idle_ticks:
+                # `>=`: a late sample skips ticks, and the one ending the baseline may be skipped.
+                if k >= idle_ticks and not self._work_event.is_set():
                     self._begin_work()
                     # The command starts now: import psutil here rather than in its way.
                     self._tree.prepare()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from profiler_fakes import FakeGpu, FakeNvml
+from profiler_fakes import FakeGpu, FakeNvml, proc_stat_text
 
 import profilers
 from greenkd.errors import GreenkdError
@@ -190,3 +192,57 @@ def test_a_stale_summary_is_removed_while_a_new_run_is_in_progress(tmp_path):
         assert not (run / "summary.json").exists()
         assert p.summary()["status"] == "running"
     assert json.loads((run / "summary.json").read_text())["start_ts"] == p.summary()["start_ts"]
+
+
+def _open_here(path) -> bool:
+    """Whether this process has `path` open (a FIFO's opener blocked for its peer has no fd yet)."""
+    fds = "/proc/self/fd"
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(f"{fds}/{fd}") == str(path):
+                return True
+        except OSError:  # closed while listed
+            continue
+    return False
+
+
+def test_a_late_first_sample_still_ends_the_idle_baseline(tmp_path):
+    """A sample that falls behind skips ticks, and the tick that ends the idle baseline may be
+    among them: `start()` must return all the same (it waited forever on a loaded machine).
+
+    /proc/stat is a FIFO here: the probe's read gets its text at once; once the probe has
+    closed it, the first sample's read gets it only after 0.5 s (ten ticks at 20 Hz, the
+    baseline being two), and the path is a plain file from then on.
+    """
+    stat = tmp_path / "stat"
+    os.mkfifo(stat)
+    text = proc_stat_text({"cpu": [10, 0, 0, 90, 0, 0, 0, 0, 0, 0]})
+    plain = tmp_path / "stat.plain"
+    plain.write_text(text)
+
+    def serve() -> None:
+        with open(stat, "w") as probe:  # opens once the probe opens the FIFO to read
+            probe.write(text)
+        while _open_here(stat):  # the probe reads to the end, then closes
+            time.sleep(0.01)
+        with open(stat, "w") as first:  # opens once the first sample opens it
+            time.sleep(0.5)
+            os.replace(plain, stat)
+            first.write(text)
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = threading.Event()
+    summaries = []
+
+    def profile() -> None:
+        with _profile(tmp_path, idle_seconds=0.1, proc_stat=stat) as p:
+            started.set()
+        summaries.append(p.summary())
+
+    runner = threading.Thread(target=profile, daemon=True)
+    runner.start()
+    assert started.wait(60), "start() never returned: the baseline's end was skipped"
+    runner.join(60)
+    summary = summaries[0]
+    assert summary["status"] == "complete"
+    assert summary["sampling"]["missed_ticks"] >= 8
