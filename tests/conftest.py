@@ -54,9 +54,10 @@ def tiny_setup(tiny_cfg, greenkd_cache):
 
 
 # The test files that take longest (`pytest --durations=60`, one process, 2-core Xeon: 186 s for
-# test_jax.py down to 30 s for test_blockcost.py), longest first. With `--dist loadfile` (pyproject)
-# each pytest process takes the next file in collection order, so these go first and the short
-# files fill in after them, instead of a long file starting last and running alone at the end.
+# test_jax.py down to 30 s for test_blockcost.py), longest first. With `--dist loadfile
+# --no-loadscope-reorder` (pyproject) each pytest process takes the next file in collection order,
+# so these go first and the short files fill in after them, instead of a long file starting last
+# and running alone at the end (xdist's own order, most tests first, started test_jax.py last).
 # Only the order changes; a file missing from the list keeps its place among the others.
 LONGEST_FILES = (
     "test_jax.py",
