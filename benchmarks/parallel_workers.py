@@ -15,6 +15,14 @@ many devices the 2-worker run fine-tuned on (data-parallel), the fine-tuning eff
 2-worker run's own Amdahl bound; then, per scheduler, the median over the pairs of the whole-run,
 task-phase and fine-tuning efficiencies (`--repeat 3`: the median of 3 pairs).
 
+**Disturbed runs are flagged, not dropped.** On a shared VM another tenant can slow a run down
+without any process of ours running (a 1-worker pass took 76 s against 54 s in the next pair).
+Interference only ever slows a run, so each run's own work (its workers' busy seconds, and the
+fine-tune's gradient seconds) is compared with the fastest run of the same worker count: a run
+more than DISTURBED x slower is flagged with the reason, its pair's efficiencies are printed but
+marked, and the medians are given twice, over every pair and over the unflagged ones. Quiet runs
+of the same code spread by up to 16% (the 2-worker fine-tunes of 2026-11-30), below it.
+
 Then each policy's predicted makespan on 2 devices from the measured 1-core
 task times, against the lower bound max(sum/2, longest task). Fused runs (the
 default) have no per-task times (one pass trains a worker's whole list), so for
@@ -41,6 +49,7 @@ from math import nan
 from pathlib import Path
 
 GREENKD = [sys.executable, "-m", "greenkd"]
+DISTURBED = 1.25  # a run this much slower than the fastest of its kind was slowed from outside
 QUICK = [
     "--width",
     "0.0625",
@@ -85,6 +94,9 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
         "fused": bool(summary["plan"].get("fused")),
         "load_before": load,
         "out": out,
+        # the run's own work, to tell a disturbed run (see DISTURBED)
+        "busy_s": sum(b for b, _ in _worker_load(out).values()),
+        "gradients_s": (summary.get("finetune_parts") or {}).get("gradients", nan),
     }
 
 
@@ -96,6 +108,23 @@ def _worker_load(run: Path) -> dict[str, tuple[float, int]]:
 
     load = device_load(pd.read_csv(run / "tasks.csv"))
     return {r.device: (float(r.busy_s), int(r.n_tasks)) for r in load.itertuples()}
+
+
+def _disturbed(runs: list[dict]) -> dict[int, list[str]]:
+    """id(run) -> why it looks slowed from outside: its own work more than DISTURBED x that of
+    the fastest run with the same worker count."""
+    flags: dict[int, list[str]] = {}
+    for n in {run["n"] for run in runs}:
+        same = [run for run in runs if run["n"] == n]
+        for key, what in (("busy_s", "workers' busy time"), ("gradients_s", "fine-tune gradients")):
+            fastest = min((run[key] for run in same if run[key] == run[key]), default=nan)
+            for run in same:
+                if run[key] > DISTURBED * fastest:
+                    flags.setdefault(id(run), []).append(
+                        f"{what} {run[key]:.1f} s = {run[key] / fastest:.2f}x the fastest "
+                        f"{n}-worker run's {fastest:.1f} s"
+                    )
+    return flags
 
 
 def main() -> None:
@@ -156,15 +185,22 @@ def main() -> None:
               f"{one['selection_s']:9.1f} {two['selection_s']:9.1f} {one['finetune_s']:7.1f} "
               f"{two['finetune_s']:7.1f} {two['finetune_devices']!s:>10} {eff_ft:7.3f} "
               f"{two['amdahl']:8.3f}")  # fmt: skip
+    flags = _disturbed([run for pair in pairs for run in pair])
+    for one, two in pairs:
+        for run in (one, two):
+            for reason in flags.get(id(run), []):
+                print(f"disturbed: {run['out'].name}: {reason}")
     for sched in args.sched.split(","):
         mine = [(one, two) for one, two in pairs if two["sched"] == sched]
-        med = {
-            k: statistics.median([one[k] / (2 * two[k]) for one, two in mine if two[k]] or [nan])
-            for k in ("total_s", "tasks_s", "selection_s", "finetune_s")
-        }
-        print(f"median of {len(mine)} pair(s), {sched}: whole run {med['total_s']:.3f}, "
-              f"task phase {med['tasks_s']:.3f}, selection {med['selection_s']:.3f}, "
-              f"fine-tuning {med['finetune_s']:.3f}")  # fmt: skip
+        clean = [(one, two) for one, two in mine if id(one) not in flags and id(two) not in flags]
+        for label, chosen in (("", mine), ("undisturbed ", clean)):
+            med = {
+                k: statistics.median([o[k] / (2 * t[k]) for o, t in chosen if t[k]] or [nan])
+                for k in ("total_s", "tasks_s", "selection_s", "finetune_s")
+            }
+            print(f"median of {len(chosen)} {label}pair(s), {sched}: whole run "
+                  f"{med['total_s']:.3f}, task phase {med['tasks_s']:.3f}, selection "
+                  f"{med['selection_s']:.3f}, fine-tuning {med['finetune_s']:.3f}")  # fmt: skip
     first = pairs[0][0]
 
     from greenkd import schedule
