@@ -51,30 +51,3 @@ def tiny_setup(tiny_cfg, greenkd_cache):
     from greenkd.distill.setup import prepare
 
     return prepare(tiny_cfg)
-
-
-# The test files that take longest (`pytest --durations=60`, one process, 2-core Xeon: 186 s for
-# test_jax.py down to 30 s for test_blockcost.py), longest first. With `--dist loadfile
-# --no-loadscope-reorder` (pyproject) each pytest process takes the next file in collection order,
-# so these go first and the short files fill in after them, instead of a long file starting last
-# and running alone at the end (xdist's own order, most tests first, started test_jax.py last).
-# Only the order changes; a file missing from the list keeps its place among the others.
-LONGEST_FILES = (
-    "test_jax.py",
-    "test_finetune_parallel.py",
-    "test_sweep_run.py",
-    "test_parallel_faults.py",
-    "test_distill_cli.py",
-    "test_parallel_backends.py",
-    "test_gpu_binding.py",
-    "test_train.py",
-    "test_multihost.py",
-    "test_early_stop.py",
-    "test_select.py",
-    "test_blockcost.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable
