@@ -194,25 +194,13 @@ def test_a_stale_summary_is_removed_while_a_new_run_is_in_progress(tmp_path):
     assert json.loads((run / "summary.json").read_text())["start_ts"] == p.summary()["start_ts"]
 
 
-def _open_here(path) -> bool:
-    """Whether this process has `path` open (a FIFO's opener blocked for its peer has no fd yet)."""
-    fds = "/proc/self/fd"
-    for fd in os.listdir(fds):
-        try:
-            if os.readlink(f"{fds}/{fd}") == str(path):
-                return True
-        except OSError:  # closed while listed
-            continue
-    return False
-
-
 def test_a_late_first_sample_still_ends_the_idle_baseline(tmp_path):
     """A sample that falls behind skips ticks, and the tick that ends the idle baseline may be
     among them: `start()` must return all the same (it waited forever on a loaded machine).
 
-    /proc/stat is a FIFO here: the probe's read gets its text at once; once the probe has
-    closed it, the first sample's read gets it only after 0.5 s (ten ticks at 20 Hz, the
-    baseline being two), and the path is a plain file from then on.
+    /proc/stat is a FIFO here: the probe's read gets its text at once; once the probe is over
+    (start() writes the samples' header after it), the first sample's read gets it only after
+    0.5 s (ten ticks at 20 Hz, the baseline being two), and the path is a plain file from then on.
     """
     stat = tmp_path / "stat"
     os.mkfifo(stat)
@@ -223,7 +211,8 @@ def test_a_late_first_sample_still_ends_the_idle_baseline(tmp_path):
     def serve() -> None:
         with open(stat, "w") as probe:  # opens once the probe opens the FIFO to read
             probe.write(text)
-        while _open_here(stat):  # the probe reads to the end, then closes
+        header = tmp_path / "run" / "samples.csv"
+        while not (header.exists() and header.stat().st_size):  # the probe is over
             time.sleep(0.01)
         with open(stat, "w") as first:  # opens once the first sample opens it
             time.sleep(0.5)
