@@ -94,8 +94,10 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
         "fused": bool(summary["plan"].get("fused")),
         "load_before": load,
         "out": out,
+        # per device: busy seconds and tasks run (the fused passes' table below)
+        "load": (load_by_device := _worker_load(out)),
         # the run's own work, to tell a disturbed run (see DISTURBED)
-        "busy_s": sum(b for b, _ in _worker_load(out).values()),
+        "busy_s": sum(b for b, _ in load_by_device.values()),
         "gradients_s": (summary.get("finetune_parts") or {}).get("gradients", nan),
     }
 
@@ -210,8 +212,7 @@ def main() -> None:
         # with, only each worker's pass
         print()
         for one, two in pairs:
-            solo, both = _worker_load(one["out"]), _worker_load(two["out"])
-            busy_1, busy_2 = (sum(b for b, _ in x.values()) for x in (solo, both))
+            both, busy_1, busy_2 = two["load"], one["busy_s"], two["busy_s"]
             print(f"  {two['out'].name}: passes {' + '.join(f'{b:.1f}' for b, _ in both.values())} s "
                   f"on 2 workers ({', '.join(f'{d}: {n}' for d, (_, n) in both.items())} tasks) "
                   f"vs {busy_1:.1f} s on 1 (sum x{busy_2 / busy_1:.3f}: each worker runs the "
