@@ -86,7 +86,8 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(self, source: Any, split: str, *, batch_size: int, preprocess_mode: str,
                  threads: DataThreads = DataThreads(), augment: bool = False, seed: int = 0,
-                 repeat: bool = False, labels: bool = True, skip: int = 0) -> None:  # fmt: skip
+                 repeat: bool = False, labels: bool = True, skip: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
         workers = workers_for(threads)
         # workers=1 fetches in the training loop's own thread; more run a thread pool
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
@@ -94,6 +95,7 @@ class Batches(keras.utils.PyDataset):
         self.batch_size, self.preprocess_mode = batch_size, preprocess_mode
         self.augment, self.seed, self.repeat = augment, seed, repeat
         self.labels, self.skip = labels, skip
+        self.rank, self.size = shard  # rows rank, rank + size, ... of each batch (data.pipeline)
         self.n = source.sizes[split]
         self.shuffle = source.arrays is not None and split == "train"
 
@@ -136,6 +138,8 @@ class Batches(keras.utils.PyDataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, int(positions[0]), AUGMENT_KEY])
             images = augment_batch(images, rng, flip=self.source.flip)
+        # a shard's rows after the whole batch's augmentation, whose draws go image by image
+        images, labels = images[self.rank :: self.size], labels[self.rank :: self.size]
         x = preprocess_array(images, self.preprocess_mode)
         return (x, labels) if self.labels else x
 

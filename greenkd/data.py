@@ -553,6 +553,7 @@ def pipeline(
     repeat: bool = False,
     labels: bool = True,
     skip: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """Batches of preprocessed images (and labels), deterministic for a given seed.
 
@@ -564,7 +565,13 @@ def pipeline(
     epoch sees a fresh order and fresh crops. `skip` images are passed over first
     (their running indices kept), so a stream restarted after k batches goes on
     with exactly the batches an unbroken one would give.
+    `shard=(rank, size)` yields only rows rank, rank + size, ... of each batch (a data-parallel
+    worker's share), picked before augmentation and preprocessing, so a worker spends nothing
+    on the other workers' rows and still gets exactly those rows of the whole batch.
     """
+    rank, size = shard
+    if not 0 <= rank < size:
+        raise ValueError(f"shard {shard} is not (rank, size) with 0 <= rank < size")
     if preprocess_mode not in PREPROCESS_MODES:
         raise GreenkdError(
             f"unknown preprocessing {preprocess_mode!r}: use one of {', '.join(PREPROCESS_MODES)}"
@@ -572,7 +579,7 @@ def pipeline(
     if FRAMEWORK != "tensorflow":
         return Batches(source, split, batch_size=batch_size, preprocess_mode=preprocess_mode,
                        threads=threads, augment=augment, seed=seed, repeat=repeat,
-                       labels=labels, skip=skip)  # fmt: skip
+                       labels=labels, skip=skip, shard=shard)  # fmt: skip
     parallel = threads.parallel_calls or tf.data.AUTOTUNE
     if source.in_memory and split == "train":
         ds = _shuffled(source, split, seed, repeat)
@@ -580,23 +587,26 @@ def pipeline(
         ds = source.split(split)
         if repeat:
             ds = ds.repeat()
-    if augment:
-        size, flip = source.image_size, source.flip
-        ds = (
-            ds.enumerate()
-            .skip(skip)
-            .map(
+    if augment or size > 1:
+        ds = ds.enumerate().skip(skip)  # running image indices, kept past the skip
+        if size > 1:  # image i's row in its batch: (i - skip) % batch_size
+            ds = ds.filter(lambda i, xy: ((i - skip) % batch_size) % size == rank)
+        if augment:
+            image_size, flip = source.image_size, source.flip
+            ds = ds.map(
                 lambda i, xy: (
-                    _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), size, flip=flip),
+                    _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), image_size,
+                             flip=flip),
                     xy[1],
                 ),
                 num_parallel_calls=parallel,
                 deterministic=True,
-            )
-        )
+            )  # fmt: skip
+        else:
+            ds = ds.map(lambda i, xy: xy)
     elif skip:
         ds = ds.skip(skip)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(len(range(rank, batch_size, size)))
     ds = ds.map(
         (lambda x, y: (preprocess(x, preprocess_mode), y))
         if labels
@@ -631,9 +641,10 @@ def training_batches(
     seed_offset: int = 0,
     labels: bool = True,
     skip_batches: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """A run's endless training stream: its batch size, augmentation, threads and seed
-    (from its `skip_batches`-th batch on)."""
+    (from its `skip_batches`-th batch on; only a worker's rows of each batch with `shard`)."""
     return pipeline(
         source,
         "train",
@@ -645,6 +656,7 @@ def training_batches(
         repeat=True,
         labels=labels,
         skip=skip_batches * cfg.batch_size,
+        shard=shard,
     )
 
 

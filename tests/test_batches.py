@@ -78,6 +78,10 @@ def test_non_tf_augmentation_is_seeded_flips_and_crops(shapes):
         np.testing.assert_array_equal(once[k][1], plain[k][1])  # augmenting keeps the order
     assert any(not np.array_equal(once[k][0], plain[k][0]) for k in range(8))
     assert any(not np.array_equal(once[k][0], other[k][0]) for k in range(8))
+    # a data-parallel worker's shard: its rows of the same augmented batches
+    for k, (x, y) in enumerate(batches(5, shard=(1, 3))):
+        np.testing.assert_array_equal(x, once[k][0][1::3])
+        np.testing.assert_array_equal(y, once[k][1][1::3])
     # the worker count ("data threads") changes nothing: 3 worker threads, through the
     # enqueuer Keras's fit() reads them with
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter

@@ -245,6 +245,25 @@ def test_every_epoch_sees_a_new_order_with_repeat():
     assert not np.array_equal(first, second)  # in a new order
 
 
+@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_shard_is_exactly_its_rows_of_every_batch(size, augment):
+    """A data-parallel worker's stream (`shard`) gives rows rank, rank + size, ... of the whole
+    stream's batches: the same images, crops and flips, across epochs and after a skip, also
+    when the batch does not split evenly (10 rows on 3 workers: 4, 3, 3)."""
+    src = data.load("synthetic", n_train=24, n_val=8)
+    kw = dict(batch_size=10, preprocess_mode="scale", augment=augment, seed=3, repeat=True,
+              skip=20)  # fmt: skip
+    whole = [(x.numpy(), y.numpy()) for x, y in data.pipeline(src, "train", **kw).take(6)]
+    for rank in range(size):
+        shard = data.pipeline(src, "train", shard=(rank, size), **kw).take(6)
+        for (x, y), (wx, wy) in zip(shard, whole, strict=True):
+            np.testing.assert_array_equal(y.numpy(), wy[rank::size])
+            np.testing.assert_array_equal(x.numpy(), wx[rank::size])
+    with pytest.raises(ValueError, match="rank"):
+        data.pipeline(src, "train", shard=(2, 2), **kw)
+
+
 def test_preprocessing_modes_match_keras_applications():
     batch = tf.constant(np.full((1, 2, 2, 3), 255, np.uint8))
     assert float(tf.reduce_max(data.preprocess(batch, "scale"))) == 1.0
