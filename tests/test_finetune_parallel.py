@@ -2,7 +2,7 @@
 
 Both fine-tune the same student (the same trained blocks): the serial one with Keras's `fit` in
 this process, the data-parallel one as `greenkd.distill.dataparallel.FinetuneJob` on two real
-one-core local workers that sum their gradients through the executor (`LocalExecutor.replicas`).
+one-core local workers that sum their gradients in shared memory (`LocalExecutor.replicas`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """Data-parallel fine-tuning: the student fine-tuned on the run's worker processes, every batch
-split among them, their gradients summed through the executor's own channel (issue 15).
+split among them, their gradients summed by the executor's own means (issue 15).
 
-**Decision: gradient all-reduce through the executor, not MultiWorkerMirroredStrategy.** The
-local workers are already running, bound to the devices the tasks used, with the teacher and the
-data loaded; they talk to the run's process over a socket. TensorFlow's multi-worker strategy
-would need its cluster (TF_CONFIG, gRPC ports) set up before a worker's first TensorFlow op, which
-the workers are long past, and it would tie the run to TensorFlow. Here the executor moves numpy
-arrays only (`Replicas`: every worker runs the same picklable job and sums arrays through the
-run's process, rank by rank, so the sum is the same every time); what is framework-specific — a
+**Decision: gradient all-reduce by the executor, not MultiWorkerMirroredStrategy.** The local
+workers are already running, bound to the devices the tasks used, with the teacher and the data
+loaded. TensorFlow's multi-worker strategy would need its cluster (TF_CONFIG, gRPC ports) set up
+before a worker's first TensorFlow op, which the workers are long past, and it would tie the run
+to TensorFlow. Here the executor sums numpy arrays only (`Replicas`: every worker runs the same
+picklable job; the local workers sum in shared memory, rank by rank, so the sum is the same every
+time: executors/allreduce.py); what is framework-specific — a
 gradient of the shard's loss and the optimizer's update — is one small class (`_Step`) with a
 TensorFlow implementation. Under another framework the run fine-tunes in its own process, as
 before (`supported`). Several GPUs in one process (MirroredStrategy) would need the run's process
 to hold every GPU, against "no process holds a GPU it does not train on" (parallel.md).
 
-**Same as serial.** Every worker builds the same training stream as the serial fine-tune (same
-seed, batch, augmentation), takes the rows rank, rank + n, ... of each global batch, and computes
+**Same as serial.** Every worker reads the serial fine-tune's training stream (same seed, batch,
+augmentation), only its rows rank, rank + n, ... of each global batch (`shard`: picked before
+augmentation and preprocessing, so no worker prepares another's rows), and computes
 the gradient of the *sum* of its rows' losses; the sums over workers divided by the global batch
 size are the serial step's gradient of the mean loss, up to floating-point summation order. The
 optimizer (SGD, Nesterov, cosine decay) then takes the same step on every worker. The top-1 after
@@ -31,7 +32,7 @@ summed through the same `reduce`): the moving means are then exactly those of th
 shares' means. So the student equals the serial one only up to the difference between per-share
 and global batch statistics: the same top-1 within 0.5 points on the default run
 (tests/test_finetune_parallel.py), not the same weights. Synchronising the statistics every step
-would cost a round trip per batch norm per step through the run's process. Under
+would cost one more reduction per batch norm per step. Under
 `--finetune-batch-norm frozen` (`assemble.freeze_batch_norms`) no statistic depends on the split and
 the student is the serial one up to floating-point noise (the tiny-model weight test). Frozen is not
 the default because moving statistics from block training do not fit once many blocks are spliced:
@@ -84,14 +85,16 @@ class FinetuneJob:
         asm.prepare_for_finetune(student, [t.name for t in setup.targets], cfg)
         steps = setup.source.steps("train", cfg.batch_size)
         keras.utils.set_random_seed(cfg.seed)  # the serial fine-tune's data order (student.py)
-        train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
+        train = data_mod.training_batches(
+            setup.source, cfg, setup.preprocess_mode, seed_offset=1, shard=(rank, size)
+        )
         step = _Step(student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
         batches = iter(data_mod.without_autotune_model(train))
         clock.lap("build")
         for i in range(steps * cfg.finetune_epochs):
-            x, y = next(batches)
+            x, y = next(batches)  # this worker's rows of the serial run's batch only
             clock.lap("data")
-            grads, count = step.gradients(x[rank::size], y[rank::size])
+            grads, count = step.gradients(x, y)
             clock.lap("compile" if i == 0 else "gradients")  # the first call traces the step
             summed, total = reduce([grads, np.array([count], np.float64)])
             clock.lap("reduce")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,10 +31,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import numpy as np
-
 from greenkd.devices import Device
 from greenkd.errors import GreenkdError
+from greenkd.executors import allreduce
 from greenkd.executors.base import Progress, TaskResult, TaskSource, Work, check_plan, jobs
 
 STOP_TIMEOUT_S = 10.0
@@ -250,17 +250,30 @@ class LocalExecutor:
 
 
 class _Replicas:
-    """Kept workers running one collective job; this process sums their arrays (`Replicas`)."""
+    """Kept workers running one collective job, summing their arrays among themselves in shared
+    memory (`allreduce`); this process makes the job's directory and watches for failures."""
 
     def __init__(self, workers: list[_Worker]) -> None:
         self.workers = workers
         self.size = len(workers)
 
     def __call__(self, job: Callable[..., Any]) -> list[Any]:
-        for rank, worker in enumerate(self.workers):
-            worker.conn.send(("collective", job, rank, self.size))
+        directory, bells = None, []
+        if self.size > 1:
+            directory = allreduce.make_directory()
+            bells = allreduce.make_pipes(directory, self.size)
+        try:
+            for rank, worker in enumerate(self.workers):
+                worker.conn.send(("collective", job, rank, self.size, directory))
+            return self._results()
+        finally:
+            for fd in bells:
+                os.close(fd)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def _results(self) -> list[Any]:
         results: dict[int, Any] = {}
-        parts: dict[int, list[np.ndarray]] = {}
         while len(results) < self.size:
             ready = wait([w.conn for w in self.workers] + [w.sentinel for w in self.workers])
             for rank, worker in enumerate(self.workers):
@@ -268,9 +281,7 @@ class _Replicas:
                     try:
                         while worker.conn.poll():
                             kind, *body = worker.conn.recv()
-                            if kind == "reduce":
-                                parts[rank] = body[0]
-                            elif kind == "done":
+                            if kind == "done":
                                 results[rank] = body[0]
                             elif kind == "error":
                                 raise GreenkdError(
@@ -285,15 +296,6 @@ class _Replicas:
                         f"worker {worker.device.label} (pid {worker.pid}) "
                         f"{_signal_name(worker.process.returncode)} in a collective job"
                     )
-            if len(parts) == self.size:
-                # rank by rank, so that every run sums in the same order
-                summed = [
-                    sum(arrays[1:], arrays[0].copy())
-                    for arrays in zip(*(parts[r] for r in range(self.size)), strict=True)
-                ]
-                parts.clear()
-                for worker in self.workers:
-                    worker.conn.send(("reduced", summed))
         return [results[r] for r in range(self.size)]
 
 

@@ -5,7 +5,7 @@ its device before TensorFlow is imported, whatever the parent's main module
 imports. It talks to the parent over the socket FD (pickled messages):
 
 parent -> worker: ("bind", Device), ("load", TaskSource), ("start",),
-                  then ("run", [task names]) ... ("collective", job, rank, size) ... ("stop",)
+                  then ("run", [task names]) ... ("collective", job, ...) ... ("stop",)
 
 The worker binds and loads TensorFlow on "bind"; on "load" it unpickles the
 task source (which imports no framework by itself) and, if the teacher is
@@ -13,9 +13,10 @@ already cached, loads data and teacher while the parent prepares; "start" says
 the parent's teacher is cached (it may have trained it meanwhile).
 worker -> parent: ("ready", pid, host), ("epoch", task, epoch, mse), ("result", TaskResult),
                   ("error", one line)
-A collective job (data-parallel fine-tuning, executors.base.Replicas) runs with the loaded
-tasks; each of its reductions is ("reduce", arrays) -> ("reduced", sums), and it ends with
-("done", what it returned).
+A collective job ("collective", job, rank, size, directory: data-parallel fine-tuning,
+executors.base.Replicas) runs with the loaded tasks; its reductions go between the workers
+through shared memory in `directory` (executors.allreduce), not through the parent, and it
+ends with ("done", what it returned).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from multiprocessing.connection import Connection
 
 from greenkd.devices import bind
 from greenkd.errors import GreenkdError
+from greenkd.executors.allreduce import SharedReduce
 from greenkd.executors.base import TaskSource, Trainer
 
 
@@ -43,24 +45,9 @@ class _PipeProgress:
         self.conn.send(("epoch", task, epoch, mse))
 
 
-class _Reducer:
-    """A collective job's `reduce`: sends this worker's arrays, returns every worker's sums.
-
-    A job on one worker (a 1-device run's fine-tune) sums nothing: its arrays come straight back,
-    without a round trip through the run's process (3 s of the default run's fine-tune, 620 steps,
-    that a 1-device baseline has no reason to pay)."""
-
-    def __init__(self, conn: Connection, size: int) -> None:
-        self.conn, self.size = conn, size
-
-    def __call__(self, arrays: list) -> list:
-        if self.size == 1:
-            return list(arrays)
-        self.conn.send(("reduce", arrays))
-        kind, summed = self.conn.recv()
-        if kind != "reduced":
-            raise RuntimeError(f"expected the reduced arrays, got {kind!r}")
-        return summed
+def _identity(arrays: list) -> list:
+    """A collective job on one worker (a 1-device run's fine-tune) sums nothing."""
+    return list(arrays)
 
 
 def serve(conn: Connection) -> None:
@@ -87,9 +74,9 @@ def serve(conn: Connection) -> None:
             message = conn.recv()
             if message[0] == "stop":
                 break
-            if message[0] == "collective":  # ("collective", job, rank, size): Replicas
-                _, job, rank, size = message
-                conn.send(("done", job(trainer, rank, size, _Reducer(conn, size))))
+            if message[0] == "collective":  # ("collective", job, rank, size, directory)
+                _, job, rank, size, directory = message
+                conn.send(("done", _collective(job, trainer, rank, size, directory, conn)))
                 continue
             for result in trainer.train(list(message[1]), device.label, progress):
                 conn.send(("result", result))
@@ -100,6 +87,18 @@ def serve(conn: Connection) -> None:
     except BaseException as exc:
         traceback.print_exc(file=sys.stderr)
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _collective(job, trainer: Trainer, rank: int, size: int, directory, conn: Connection):
+    """Run one collective job (executors.base.Replicas) with the other workers, its sums in
+    the shared memory of `directory` (executors.allreduce); alone, without any."""
+    if size == 1:
+        return job(trainer, rank, size, _identity)
+    reduce = SharedReduce(directory, rank, size, conn)
+    try:
+        return job(trainer, rank, size, reduce)
+    finally:
+        reduce.close()
 
 
 def _load_if_cached(source: TaskSource) -> Trainer | None:
