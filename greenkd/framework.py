@@ -97,12 +97,37 @@ if "keras" in sys.modules and sys.modules["keras"].backend.backend() != NAME:
         f"this process, not {NAME}: set KERAS_BACKEND before anything imports keras"
     )
 
+# Optional integrations TensorFlow and Keras import when they are installed, for features
+# greenkd never uses: tf.lite's authoring tool imports JAX (and loads its native library), Keras
+# imports scikit-learn for its estimator wrappers and pandas to recognise DataFrames. In this
+# project's environment (JAX for --framework jax, scikit-learn for the digits dataset, pandas for
+# the analysis) that was 1.2-1.3 s of `import tensorflow, keras`'s 3.7 s (median of 3, Intel Xeon,
+# 2 vCPUs), paid by the run's process, every worker and every test that starts one. Each import
+# of the framework here treats them as absent (their try/except ImportError paths), then forgets
+# that, so greenkd's own later imports of them load them as usual.
+_SKIPPED_INTEGRATIONS = {"tensorflow": ("jax", "jaxlib", "sklearn", "pandas"),
+                         "jax": ("sklearn", "pandas")}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _without_unused_integrations() -> Iterator[None]:
+    skipped = [m for m in _SKIPPED_INTEGRATIONS[NAME] if m not in sys.modules]
+    for module in skipped:
+        sys.modules[module] = None  # type: ignore[assignment]  # "import x" raises ImportError
+    try:
+        yield
+    finally:
+        for module in skipped:
+            if sys.modules.get(module, 0) is None:
+                del sys.modules[module]
+
+
 tf: Any = None
 if NAME == "tensorflow":
     if "tensorflow" not in sys.modules:
         _record_environment()
-        with _stderr_to_devnull():
-            import tensorflow as _tf
+        with _stderr_to_devnull(), _without_unused_integrations():
+            import tensorflow as _tf  # which imports Keras too
 
             _tf.config.list_physical_devices()
     import tensorflow as tf
@@ -133,7 +158,8 @@ else:
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax-compile"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
-import keras  # noqa: E402  (after the quiet TensorFlow import above)
+with _without_unused_integrations():  # loaded above under TensorFlow, here under JAX
+    import keras
 
 if NAME != "tensorflow":
     # Keras probes for TensorFlow while it serialises a layer (module_utils.LazyModule), which
