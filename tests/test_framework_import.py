@@ -14,8 +14,7 @@ import json, sys
 import greenkd.framework as fw
 loaded = {m: m in sys.modules for m in ("jax", "sklearn", "pandas", "tensorflow")}
 import pandas, sklearn  # greenkd's own later imports load them as usual
-x = fw.keras.ops.convert_to_numpy(fw.keras.layers.Dense(2)(fw.keras.ops.ones((1, 3))))
-print(json.dumps({"loaded": loaded, "shape": list(x.shape), "pandas": pandas.__name__}))
+print(json.dumps({"loaded": loaded, "backend": fw.keras.backend.backend(), "pandas": pandas.__name__}))
 """
 
 
@@ -35,4 +34,4 @@ def test_the_framework_loads_without_its_unused_integrations(framework):
         "pandas": False,
         "tensorflow": framework == "tensorflow",
     }
-    assert out["shape"] == [1, 2] and out["pandas"] == "pandas"
+    assert out["backend"] == framework and out["pandas"] == "pandas"
