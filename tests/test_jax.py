@@ -98,9 +98,13 @@ def jax_runs(small_teacher, jax_env, tmp_path_factory) -> dict[str, Path]:
     }.items():
         tmp = tmp_path_factory.mktemp(f"jax-{name}")
         # 2 epochs, evaluated once: enough to tell blocks apart; the runs share one JAX
-        # compilation cache (the first compiles, the others load)
+        # compilation cache (the first compiles, the others load). A 2-epoch fine-tune: the local
+        # run's on its 2 workers (data-parallel, each worker its rows of the same augmented
+        # batches), the others' in the run's process; the blocks' batch norms frozen in it, so
+        # that no statistic depends on how a batch is split
         cfg = tiny_config(small_teacher, tmp / "run", framework="jax", accept_max_drop=0.5,
-                          epochs=2, eval_every=2, **changes)  # fmt: skip
+                          epochs=2, eval_every=2, finetune_epochs=2, finetune_lr=0.02,
+                          finetune_batch_norm="frozen", **changes)  # fmt: skip
         runs[name] = _distill(cfg, jax_env, tmp)
     return runs
 
@@ -128,3 +132,48 @@ def test_jax_local_and_dask_runs_give_the_serial_runs_blocks_and_accepted_set(ja
     assert summaries["local"]["accepted"] == summaries["dask"]["accepted"] == accepted
     attempts = _tf_imports(jax_env)
     assert attempts == [], attempts  # not even Keras's probe (greenkd.framework answers it)
+
+
+def _block_weights(run: Path, name: str) -> list[np.ndarray]:
+    """A block's weights in a run's fine-tuned student (its layer `<name>_kd`)."""
+    from greenkd.framework import keras
+
+    student = keras.models.load_model(run / "student.keras", compile=False)
+    return [w for layer in student.layers if layer.name.startswith(f"{name}_kd")
+            for w in layer.get_weights()]  # fmt: skip
+
+
+def test_jax_fine_tunes_on_two_workers_to_the_serial_fine_tunes_weights(jax_runs):
+    """The data-parallel fine-tune under JAX (`dataparallel._JaxStep`: each worker its rows of
+    every batch, gradients summed between them) on 2 workers against the same step on the
+    1-device run's one worker, which sums nothing: the same blocks and batches give the same
+    weights up to summation order (batch norms frozen), where 2 epochs at lr 0.02 move them by
+    far more. Not against Keras's `fit` (the Dask run fine-tunes that way, in its own process):
+    under JAX `fit` trains from the stream's second batch (keras-team/keras#20394), so its
+    student differs by more than noise; docs/frameworks.md says so."""
+    from greenkd.framework import keras
+
+    summaries = {k: json.loads((r / "summary.json").read_text()) for k, r in jax_runs.items()}
+    assert summaries["local"]["finetune_on"] == "workers"
+    assert summaries["local"]["finetune_devices"] == 2
+    assert summaries["serial"]["finetune_on"] == "workers"
+    assert summaries["serial"]["finetune_devices"] == 1
+    assert summaries["dask"]["finetune_on"] == "run"
+    students = {
+        k: keras.models.load_model(jax_runs[k] / "student.keras", compile=False).get_weights()
+        for k in ("serial", "local")
+    }
+    accepted = summaries["serial"]["accepted"]
+    moved = max(
+        float(np.max(np.abs(a - b)))
+        for name in accepted
+        for a, b in zip(
+            RunDir(jax_runs["serial"]).load_block(name),
+            _block_weights(jax_runs["serial"], name),
+            strict=True,
+        )
+    )
+    assert moved > 1e-3  # the fine-tune really moved the blocks
+    for a, b in zip(students["serial"], students["local"], strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=0)
+    assert summaries["local"]["student_accuracy"] == summaries["serial"]["student_accuracy"]

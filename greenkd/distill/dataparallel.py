@@ -8,9 +8,8 @@ before a worker's first TensorFlow op, which the workers are long past, and it w
 to TensorFlow. Here the executor sums numpy arrays only (`Replicas`: every worker runs the same
 picklable job; the local workers sum in shared memory, rank by rank, so the sum is the same every
 time: executors/allreduce.py); what is framework-specific — a
-gradient of the shard's loss and the optimizer's update — is one small class (`_Step`) with a
-TensorFlow implementation. Under another framework the run fine-tunes in its own process, as
-before (`supported`). Several GPUs in one process (MirroredStrategy) would need the run's process
+gradient of the shard's loss and the optimizer's update — is one small class, `_Step` for
+TensorFlow and `_JaxStep` for JAX (Keras's stateless calls under `jax.jit`). Several GPUs in one process (MirroredStrategy) would need the run's process
 to hold every GPU, against "no process holds a GPU it does not train on" (parallel.md).
 
 **Same as serial.** Every worker reads the serial fine-tune's training stream (same seed, batch,
@@ -67,8 +66,8 @@ Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def supported() -> bool:
-    """Whether this framework has a data-parallel step (TensorFlow; JAX not yet)."""
-    return FRAMEWORK == "tensorflow"
+    """Whether this framework has a data-parallel step (TensorFlow and JAX)."""
+    return FRAMEWORK in ("tensorflow", "jax")
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class FinetuneJob:
         train = data_mod.training_batches(
             setup.source, cfg, setup.preprocess_mode, seed_offset=1, shard=(rank, size)
         )
-        step = _Step(student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
+        step = _STEPS[FRAMEWORK](student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
         batches = iter(data_mod.without_autotune_model(train))
         clock.lap("build")
         for i in range(steps * cfg.finetune_epochs):
@@ -100,10 +99,11 @@ class FinetuneJob:
             clock.lap("reduce")
             step.apply(summed, total[0])
             clock.lap("compile" if i == 0 else "apply")
+        step.finish()
         _average_moving_statistics(student, size, reduce)
         val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
         correct, weight = np.zeros(1, np.float64), np.zeros(1, np.float64)
-        for x, y, w in val.shard(size, rank):
+        for x, y, w in _share(val, rank, size):
             c, n = step.correct(x, y, w)
             correct += c
             weight += n
@@ -114,6 +114,13 @@ class FinetuneJob:
             "weights": student.get_weights() if rank == 0 else None,
             "seconds": clock.seconds,
         }
+
+
+def _share(val, rank: int, size: int):
+    """Validation batches rank, rank + size, ... (tf.data's `shard`; the same of a PyDataset)."""
+    if hasattr(val, "shard"):
+        return val.shard(size, rank)
+    return (val[i] for i in range(rank, len(val), size))
 
 
 class _Clock:
@@ -233,3 +240,82 @@ class _Step:
     def correct(self, x, y, w) -> tuple[float, float]:
         c, n = self._correct(x, y, w)
         return float(c), float(n)
+
+    def finish(self) -> None:
+        """The model's variables hold the fine-tuned values (they do already here)."""
+
+
+class _JaxStep:
+    """`_Step` under JAX: Keras's stateless calls, one `jax.jit` program each.
+
+    The model's and the optimizer's values live in this object between steps, as arrays (what
+    Keras's own JAX trainer does inside `fit`); `finish` writes them back into the variables.
+    Always compiled with XLA, whatever `--jit` says (RunConfig.keras_jit: JAX runs nothing else
+    but op-by-op dispatch).
+    """
+
+    def __init__(self, model: keras.Model, optimizer, jit: bool | str) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        del jit  # always XLA under JAX
+        self.model, self.optimizer = model, optimizer
+        optimizer.build(model.trainable_variables)
+        self.trainable = [v.value for v in model.trainable_variables]
+        self.non_trainable = [v.value for v in model.non_trainable_variables]
+        self.opt_state = [v.value for v in optimizer.variables]
+        shapes = [tuple(v.shape) for v in model.trainable_variables]
+        cuts = np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist()
+
+        def loss(trainable, non_trainable, x, y):
+            probs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            total = jnp.sum(keras.losses.sparse_categorical_crossentropy(y, probs))
+            return total, non_trainable
+
+        grad = jax.value_and_grad(loss, has_aux=True)
+
+        def gradients(trainable, non_trainable, x, y):
+            (_, non_trainable), grads = grad(trainable, non_trainable, x, y)
+            return jnp.concatenate([jnp.ravel(g) for g in grads]), non_trainable
+
+        def apply(trainable, opt_state, flat, count):
+            parts = jnp.split(flat / count.astype(flat.dtype), cuts)
+            grads = [jnp.reshape(p, s) for p, s in zip(parts, shapes, strict=True)]
+            return optimizer.stateless_apply(opt_state, grads, trainable)
+
+        def correct(trainable, non_trainable, x, y, w):
+            probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            hits = (jnp.argmax(probs, -1) == y.astype(jnp.int32)).astype(w.dtype)
+            return jnp.sum(hits * w), jnp.sum(w)
+
+        self._gradients, self._apply = jax.jit(gradients), jax.jit(apply)
+        self._correct = jax.jit(correct)
+
+    def gradients(self, x, y) -> tuple[np.ndarray, int]:
+        flat, self.non_trainable = self._gradients(self.trainable, self.non_trainable, x, y)
+        return np.asarray(flat), int(y.shape[0])
+
+    def apply(self, summed: np.ndarray, count: float) -> None:
+        self.trainable, self.opt_state = self._apply(
+            self.trainable, self.opt_state, np.asarray(summed, np.float32), np.float32(count)
+        )
+
+    def finish(self) -> None:
+        """Write the fine-tuned values back into the model's (and optimizer's) variables."""
+        model, optimizer = self.model, self.optimizer
+        for variable, value in zip(model.trainable_variables, self.trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(model.non_trainable_variables, self.non_trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(optimizer.variables, self.opt_state, strict=True):
+            variable.assign(value)
+
+    def correct(self, x, y, w) -> tuple[float, float]:
+        # after `finish` (and the moving statistics' averaging): the variables' values
+        trainable = [v.value for v in self.model.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        c, n = self._correct(trainable, non_trainable, x, y, w)
+        return float(c), float(n)
+
+
+_STEPS = {"tensorflow": _Step, "jax": _JaxStep}
