@@ -202,12 +202,21 @@ def prepare_for_finetune(student: keras.Model, target_names: list[str], cfg: Run
         freeze_batch_norms(student)
 
 
-def finetune_optimizer(cfg: RunConfig, steps_per_epoch: int):
-    """SGD with Nesterov momentum and cosine decay over the fine-tuning epochs."""
-    schedule = keras.optimizers.schedules.CosineDecay(
+FINETUNE_MOMENTUM = 0.9
+
+
+def finetune_schedule(cfg: RunConfig, steps_per_epoch: int):
+    """The fine-tune's learning rate: cosine decay from --finetune-lr over its epochs."""
+    return keras.optimizers.schedules.CosineDecay(
         cfg.finetune_lr, decay_steps=max(1, steps_per_epoch * cfg.finetune_epochs)
     )
-    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+
+
+def finetune_optimizer(cfg: RunConfig, steps_per_epoch: int):
+    """SGD with Nesterov momentum and cosine decay over the fine-tuning epochs."""
+    return keras.optimizers.SGD(
+        finetune_schedule(cfg, steps_per_epoch), momentum=FINETUNE_MOMENTUM, nesterov=True
+    )
 
 
 def compile_for_finetune(student: keras.Model, cfg: RunConfig, steps_per_epoch: int) -> None:

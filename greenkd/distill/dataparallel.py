@@ -87,7 +87,7 @@ class FinetuneJob:
         train = data_mod.training_batches(
             setup.source, cfg, setup.preprocess_mode, seed_offset=1, shard=(rank, size)
         )
-        step = _STEPS[FRAMEWORK](student, asm.finetune_optimizer(cfg, steps), JIT_COMPILE[cfg.jit])
+        step = _STEPS[FRAMEWORK](student, cfg, steps, JIT_COMPILE[cfg.jit])
         batches = iter(data_mod.without_autotune_model(train))
         clock.lap("build")
         for i in range(steps * cfg.finetune_epochs):
@@ -195,28 +195,43 @@ class _Step:
     own array cost more per step than the shard's gradient itself (summary `finetune_parts` of
     the default run on 2 one-core workers: reduce 22 s and apply 25 s against 48 s of
     gradients, 620 steps), a cost that does not shrink with the shard.
+
+    **The update in numpy, on the flat vector.** Keras's SGD (momentum, Nesterov, the cosine
+    schedule) is a few element-wise operations per weight, Keras's own arithmetic in the same
+    order (`_sgd`); the new weights go into the variables at the start of the next gradient call.
+    As a separate TensorFlow call after the gradient step the update cost 4.5-5 ms a step on a
+    one-core worker (the default student, 66 664 weights), whether Keras's optimizer or one
+    assignment per variable did it: the first call after a gradient step pays ~1 ms for nothing,
+    and its operations run slow (2.8 ms for the assignments, 0.6 ms alone); in numpy and inside
+    the gradient call it is ~1 ms, on every worker, so T1 and Tn alike.
     """
 
-    def __init__(self, model: keras.Model, optimizer, jit: bool | str) -> None:
+    def __init__(self, model: keras.Model, cfg: RunConfig, steps: int, jit: bool | str) -> None:
         import tensorflow as tf
 
-        self.model, self.optimizer = model, optimizer
+        self.model = model
         self.variables = model.trainable_variables
-        optimizer.build(self.variables)
         jit_compile = jit is True  # "auto" is Keras's choice; XLA here only when asked for
         sizes = [int(np.prod(v.shape)) for v in self.variables]
+        self.weights = np.concatenate([np.ravel(v.numpy()) for v in self.variables])
+        self.velocity = np.zeros_like(self.weights)
+        # the schedule's rate at every step, computed by Keras at once (its float32 arithmetic)
+        total = max(1, steps * cfg.finetune_epochs)
+        schedule = asm.finetune_schedule(cfg, steps)
+        self.rates = np.asarray(schedule(np.arange(total, dtype=np.int64)), np.float32)
+        self.done = 0
 
-        def gradients(x, y):
+        def assign(weights):
+            for part, v in zip(tf.split(weights, sizes), self.variables, strict=True):
+                v.assign(tf.reshape(part, v.shape))
+
+        def gradients(weights, x, y):
+            assign(weights)  # the last update's weights, before the forward pass reads them
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)
                 loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs))
             grads = tape.gradient(loss, self.variables)
             return tf.concat([tf.reshape(tf.convert_to_tensor(g), [-1]) for g in grads], 0)
-
-        def apply(flat, count):
-            parts = tf.split(flat / tf.cast(count, flat.dtype), sizes)
-            grads = [tf.reshape(p, v.shape) for p, v in zip(parts, self.variables, strict=True)]
-            optimizer.apply(grads, self.variables)
 
         def correct(x, y, w):
             probs = model(x, training=False)
@@ -226,23 +241,37 @@ class _Step:
             return tf.reduce_sum(hits * w), tf.reduce_sum(w)
 
         self._gradients = tf.function(gradients, jit_compile=jit_compile)
-        self._apply = tf.function(apply, jit_compile=jit_compile)
+        self._assign = tf.function(assign, jit_compile=jit_compile)
         self._correct = tf.function(correct, jit_compile=jit_compile)
 
     def gradients(self, x, y) -> tuple[np.ndarray, int]:
         """The gradient of the sum of the shard's losses, every variable's in one flat vector."""
-        return np.asarray(self._gradients(x, y)), int(y.shape[0])
+        return np.asarray(self._gradients(self.weights, x, y)), int(y.shape[0])
 
     def apply(self, summed: np.ndarray, count: float) -> None:
         """One optimizer step on the summed flat gradients divided by the global batch's rows."""
-        self._apply(np.asarray(summed, np.float32), np.float32(count))
+        rate = self.rates[min(self.done, len(self.rates) - 1)]
+        grads = np.asarray(summed, np.float32) / np.float32(count)
+        self.weights, self.velocity = _sgd(self.weights, self.velocity, grads, rate)
+        self.done += 1
+
+    def finish(self) -> None:
+        """Write the last update's weights into the model's variables."""
+        self._assign(self.weights)
 
     def correct(self, x, y, w) -> tuple[float, float]:
         c, n = self._correct(x, y, w)
         return float(c), float(n)
 
-    def finish(self) -> None:
-        """The model's variables hold the fine-tuned values (they do already here)."""
+
+def _sgd(weights, velocity, grads, rate):
+    """Keras's SGD step with Nesterov momentum (`asm.FINETUNE_MOMENTUM`), its operations in its
+    order (keras/src/optimizers/sgd.py): m = m * momentum - g * lr, then w += m * momentum - g * lr
+    with the new m; float32 throughout."""
+    momentum = np.float32(asm.FINETUNE_MOMENTUM)
+    step = grads * rate
+    velocity = velocity * momentum - step
+    return weights + (velocity * momentum - step), velocity
 
 
 class _JaxStep:
@@ -254,11 +283,12 @@ class _JaxStep:
     but op-by-op dispatch).
     """
 
-    def __init__(self, model: keras.Model, optimizer, jit: bool | str) -> None:
+    def __init__(self, model: keras.Model, cfg: RunConfig, steps: int, jit: bool | str) -> None:
         import jax
         import jax.numpy as jnp
 
         del jit  # always XLA under JAX
+        optimizer = asm.finetune_optimizer(cfg, steps)
         self.model, self.optimizer = model, optimizer
         optimizer.build(model.trainable_variables)
         self.trainable = [v.value for v in model.trainable_variables]
