@@ -112,6 +112,58 @@ def test_two_workers_fine_tune_the_serial_students_weights_on_a_tiny_model(two_w
 
 
 @pytest.mark.slow
+def test_a_worker_killed_mid_fine_tune_fails_the_job_and_the_other_stops_when_told(
+    small_teacher, tmp_path, monkeypatch
+):
+    """SIGKILL one of two workers once the job's gradients are being summed (its first buffer
+    is in the job's shared-memory directory: an event the run writes, not a time): the job
+    raises GreenkdError naming the worker and the signal (the run then fine-tunes in its own
+    process), the other worker, waiting for a bell that never comes, stops cleanly when the
+    executor closes, and the job's directory is gone."""
+    import tempfile
+    import threading
+    import time
+    from pathlib import Path
+
+    from greenkd.distill.dataparallel import FinetuneJob
+    from greenkd.errors import GreenkdError
+    from greenkd.executors import allreduce
+
+    jobs = tmp_path / "jobs"  # this test's collective jobs only, not other tests' in /dev/shm
+    jobs.mkdir()
+    monkeypatch.setattr(allreduce, "make_directory", lambda: Path(tempfile.mkdtemp(dir=jobs)))
+    cfg = tiny_config(
+        small_teacher, tmp_path / "run", fuse=True, epochs=1, finetune_epochs=50,
+        block_costs=False,
+    )  # fmt: skip
+    with _kept_workers(cfg) as (_, blocks, replicas, _):
+        workers = replicas.workers
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                replicas(FinetuneJob(blocks, cfg))
+            except GreenkdError as exc:
+                outcome["error"] = str(exc)
+
+        job = threading.Thread(target=run)
+        job.start()
+        deadline = time.monotonic() + 300
+        while not list(jobs.glob("*/buf-*")):  # a worker's first sum is under way
+            assert job.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.02)
+        workers[1].process.kill()
+        job.join(timeout=120)
+        assert not job.is_alive()
+        assert "SIGKILL" in outcome["error"] and workers[1].device.label in outcome["error"]
+        assert workers[0].process.poll() is None  # still waiting for rank 1's bell
+    # the executor closed: the waiting worker was told to stop and ended by itself (0), not
+    # killed after the stop timeout
+    assert workers[0].process.returncode == 0
+    assert list(jobs.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_spliced_sets_dealt_out_to_two_workers_measure_what_one_process_measures(two_workers):
     from greenkd import data as data_mod
     from greenkd.distill.dataparallel import EvaluateSetsJob, spliced_accuracies
