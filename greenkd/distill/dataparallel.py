@@ -66,8 +66,8 @@ Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def supported() -> bool:
-    """Whether this framework has a data-parallel step (TensorFlow and JAX)."""
-    return FRAMEWORK in ("tensorflow", "jax")
+    """Whether this framework has a data-parallel step (`_STEPS`: TensorFlow and JAX)."""
+    return FRAMEWORK in _STEPS
 
 
 @dataclass(frozen=True)

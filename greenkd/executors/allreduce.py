@@ -26,17 +26,35 @@ waiting for a rank that will never ring.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import select
+import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 _BELL = struct.Struct("<H")  # the ringing rank; 2 bytes, written atomically (< PIPE_BUF)
+
+
+@contextlib.contextmanager
+def job_directory(size: int) -> Iterator[Path]:
+    """One collective job's directory with its doorbells (`make_pipes`), held by the run's
+    process while the job runs, then closed and removed whatever happened."""
+    directory = make_directory()
+    bells: list[int] = []
+    try:
+        bells = make_pipes(directory, size)
+        yield directory
+    finally:
+        for fd in bells:
+            os.close(fd)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def make_directory() -> Path:
@@ -77,9 +95,9 @@ class SharedReduce:
         for a in arrays:
             offsets.append(nbytes)
             nbytes += -(-a.nbytes // 8) * 8  # each array 8-byte aligned
-        buffer = self._buffer(max(nbytes, 8))
-        half = self.calls % 2
         slot = max(nbytes, 8)
+        buffer = self._buffer(slot)
+        half = self.calls % 2
 
         def view(rank: int, i: int) -> np.ndarray:
             a = arrays[i]

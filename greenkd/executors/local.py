@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -258,19 +257,15 @@ class _Replicas:
         self.size = len(workers)
 
     def __call__(self, job: Callable[..., Any]) -> list[Any]:
-        directory, bells = None, []
-        if self.size > 1:
-            directory = allreduce.make_directory()
-            bells = allreduce.make_pipes(directory, self.size)
-        try:
-            for rank, worker in enumerate(self.workers):
-                worker.conn.send(("collective", job, rank, self.size, directory))
-            return self._results()
-        finally:
-            for fd in bells:
-                os.close(fd)
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
+        if self.size == 1:  # one worker sums nothing: no shared memory
+            return self._run(job, None)
+        with allreduce.job_directory(self.size) as directory:
+            return self._run(job, directory)
+
+    def _run(self, job: Callable[..., Any], directory) -> list[Any]:
+        for rank, worker in enumerate(self.workers):
+            worker.conn.send(("collective", job, rank, self.size, directory))
+        return self._results()
 
     def _results(self) -> list[Any]:
         results: dict[int, Any] = {}
