@@ -250,11 +250,16 @@ def test_every_epoch_sees_a_new_order_with_repeat():
 def test_a_shard_is_exactly_its_rows_of_every_batch(size, augment):
     """A data-parallel worker's stream (`shard`) gives rows rank, rank + size, ... of the whole
     stream's batches: the same images, crops and flips, across epochs and after a skip, also
-    when the batch does not split evenly (10 rows on 3 workers: 4, 3, 3)."""
+    when the batch does not split evenly (10 rows on 3 workers: 4, 3, 3); and a stream started
+    after 2 batches gives the unbroken stream's batches from its third on."""
     src = data.load("synthetic", n_train=24, n_val=8)
     kw = dict(batch_size=10, preprocess_mode="scale", augment=augment, seed=3, repeat=True,
               skip=20)  # fmt: skip
     whole = [(x.numpy(), y.numpy()) for x, y in data.pipeline(src, "train", **kw).take(6)]
+    unbroken = data.pipeline(src, "train", **{**kw, "skip": 0}).take(8)
+    for (x, y), (wx, wy) in zip(list(unbroken)[2:], whole, strict=True):  # skip 20 = 2 batches
+        np.testing.assert_array_equal(y.numpy(), wy)
+        np.testing.assert_array_equal(x.numpy(), wx)
     for rank in range(size):
         shard = data.pipeline(src, "train", shard=(rank, size), **kw).take(6)
         for (x, y), (wx, wy) in zip(shard, whole, strict=True):
