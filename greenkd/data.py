@@ -357,9 +357,11 @@ def _image_folder(path: Path, image_size: int, seed: int) -> Source:
 
     def cast(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.map(
-            lambda x, y: (
-                tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8),
-                tf.cast(y, tf.int32),
+            _ops(
+                lambda x, y: (
+                    tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8),
+                    tf.cast(y, tf.int32),
+                )
             )
         )
 
@@ -407,7 +409,7 @@ def _tfds(name: str, data_dir: str | None, image_size: int) -> Source:
 
     def make(split: str) -> tf.data.Dataset:
         ds = builder.as_dataset(split=names[split], as_supervised=True, shuffle_files=False)
-        return ds.map(lambda x, y: (_fit_image(x, image_size), tf.cast(y, tf.int32)))
+        return ds.map(_ops(lambda x, y: (_fit_image(x, image_size), tf.cast(y, tf.int32))))
 
     return Source(
         f"tfds:{name}",
@@ -530,6 +532,13 @@ def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
+def _ops(fn: Callable) -> Callable:
+    """A tf.data function used as written: its body is TensorFlow ops with no Python branch on a
+    tensor, so autograph's conversion (parsing the function's source: ~0.7 s a process for the
+    pipelines' functions, in the run's process and in every worker) has nothing to do."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _augment(image: tf.Tensor, seed: tf.Tensor, size: int, *, flip: bool = True) -> tf.Tensor:
     """A random horizontal flip (if `flip`), then a random crop after zero padding by size/8."""
     pad = max(1, size // 8)
@@ -592,26 +601,32 @@ def pipeline(
         if indexed:
             ds = ds.enumerate().skip(skip)  # running image indices, kept past the skip
             if size > 1:  # image i's row in its batch: (i - skip) % batch_size
-                ds = ds.filter(lambda i, xy: ((i - skip) % batch_size) % size == rank)
+                ds = ds.filter(_ops(lambda i, xy: ((i - skip) % batch_size) % size == rank))
         elif skip:
             ds = ds.skip(skip)
     if augment:
         image_size, flip = source.image_size, source.flip
         ds = ds.map(
-            lambda i, xy: (
-                _augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]), image_size, flip=flip),
-                xy[1],
+            _ops(
+                lambda i, xy: (
+                    _augment(
+                        xy[0], tf.stack([tf.constant(seed, tf.int64), i]), image_size, flip=flip
+                    ),
+                    xy[1],
+                )
             ),
             num_parallel_calls=parallel,
             deterministic=True,
         )
     elif indexed:
-        ds = ds.map(lambda i, xy: xy)
+        ds = ds.map(_ops(lambda i, xy: xy))
     ds = ds.batch(len(range(rank, batch_size, size)))
     ds = ds.map(
-        (lambda x, y: (preprocess(x, preprocess_mode), y))
-        if labels
-        else (lambda x, y: preprocess(x, preprocess_mode)),
+        _ops(
+            (lambda x, y: (preprocess(x, preprocess_mode), y))
+            if labels
+            else (lambda x, y: preprocess(x, preprocess_mode))
+        ),
         num_parallel_calls=parallel,
         deterministic=True,
     )
@@ -646,8 +661,8 @@ def _shuffled(
         )
 
     images, labels = tf.constant(x), tf.constant(y)
-    return epochs.flat_map(order).map(
-        lambda i, j: (i, (tf.gather(images, j), tf.gather(labels, j)))
+    return epochs.flat_map(_ops(order)).map(
+        _ops(lambda i, j: (i, (tf.gather(images, j), tf.gather(labels, j))))
     )
 
 
@@ -699,13 +714,13 @@ def validation_batches(source: Source, cfg, preprocess_mode: str) -> tf.data.Dat
     n = source.sizes["val"]
     batch = max(1, min(VAL_BATCH, n))
     pad = (-n) % batch
-    ds = source.split("val").map(lambda x, y: (x, y, tf.constant(1.0)))
+    ds = source.split("val").map(_ops(lambda x, y: (x, y, tf.constant(1.0))))
     if pad:
         fill = source.split("val").repeat().take(pad)
-        ds = ds.concatenate(fill.map(lambda x, y: (x, y, tf.constant(0.0))))
+        ds = ds.concatenate(fill.map(_ops(lambda x, y: (x, y, tf.constant(0.0)))))
     parallel = cfg.data_threads.parallel_calls or tf.data.AUTOTUNE
     ds = ds.batch(batch).map(
-        lambda x, y, w: (preprocess(x, preprocess_mode), y, w),
+        _ops(lambda x, y, w: (preprocess(x, preprocess_mode), y, w)),
         num_parallel_calls=parallel,
         deterministic=True,
     )
@@ -722,5 +737,5 @@ def first_batches(batches, n: int) -> list:
 def images_only(val):
     """Validation batches of (images, labels, weights) as batches of images, for predict()."""
     if FRAMEWORK == "tensorflow":
-        return val.map(lambda x, y, w: x)
+        return val.map(_ops(lambda x, y, w: x))
     return val.images_only()

@@ -240,9 +240,10 @@ class _Step:
             )
             return tf.reduce_sum(hits * w), tf.reduce_sum(w)
 
-        self._gradients = tf.function(gradients, jit_compile=jit_compile)
-        self._assign = tf.function(assign, jit_compile=jit_compile)
-        self._correct = tf.function(correct, jit_compile=jit_compile)
+        # traced as written (loops over the variables unrolled): autograph has nothing to convert
+        self._gradients = tf.function(gradients, jit_compile=jit_compile, autograph=False)
+        self._assign = tf.function(assign, jit_compile=jit_compile, autograph=False)
+        self._correct = tf.function(correct, jit_compile=jit_compile, autograph=False)
 
     def gradients(self, x, y) -> tuple[np.ndarray, int]:
         """The gradient of the sum of the shard's losses, every variable's in one flat vector."""
