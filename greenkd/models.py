@@ -20,7 +20,7 @@ from typing import Any
 from greenkd import data as data_mod
 from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
-from greenkd.fileio import write_json_atomic
+from greenkd.fileio import read_json, write_json_atomic
 from greenkd.framework import keras
 from greenkd.paths import cache_dir
 
@@ -165,6 +165,40 @@ def teacher_key(cfg: RunConfig) -> dict:
 def teacher_path(cfg: RunConfig) -> Path:
     digest = hashlib.sha256(json.dumps(teacher_key(cfg), sort_keys=True).encode()).hexdigest()
     return cache_dir() / "teachers" / f"{cfg.model}-{cfg.dataset}-{digest[:12]}.keras"
+
+
+def measured_accuracy_path(cfg: RunConfig) -> Path:
+    """Where a user's model file's val top-1, measured by greenkd, is kept: keyed by the file's
+    bytes and by the validation split it was measured on (the data settings it depends on), so
+    that a sweep's runs and every worker of a run read it instead of measuring it again. A file
+    changed in place gets a new key; a dataset changed on disk under the same settings does not
+    (as with cached zoo teachers)."""
+    digest = hashlib.sha256(Path(cfg.model).expanduser().read_bytes()).hexdigest()[:16]
+    split = {
+        "dataset": cfg.dataset,
+        "data_dir": cfg.data_dir,
+        "n_train": cfg.n_train,
+        "n_val": cfg.n_val,
+        "image_size": cfg.image_size,
+        "preprocess": preprocess_mode(cfg),
+        "seed": cfg.seed,
+        "keras": keras.__version__,
+        "framework": cfg.framework,
+    }
+    key = hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "accuracy" / f"{Path(cfg.model).stem}-{digest}-{key}.json"
+
+
+def measured_accuracy(cfg: RunConfig) -> float | None:
+    """A user's model file's val top-1 as greenkd measured it before, if it did."""
+    record = read_json(measured_accuracy_path(cfg))
+    return None if record is None else float(record["accuracy"])
+
+
+def keep_measured_accuracy(cfg: RunConfig, accuracy: float) -> None:
+    write_json_atomic(
+        measured_accuracy_path(cfg), {"model": str(Path(cfg.model)), "accuracy": accuracy}
+    )
 
 
 def get_teacher(

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from greenkd import models
+from greenkd import data, models
 from greenkd.config import RunConfig
 from greenkd.errors import GreenkdError
 
@@ -50,6 +50,36 @@ def test_user_model_file_loads_and_bad_files_are_user_errors(tmp_path):
         models.load_file(junk)
     with pytest.raises(GreenkdError, match="unknown model"):
         models.load_file("alexnet")
+
+
+def test_a_user_models_accuracy_is_measured_once_per_file_and_validation_split(
+    tiny_setup, tiny_cfg, tmp_path
+):
+    """A user's model file without a .json beside it: the first process measures its val top-1
+    and keeps it; the next ones (a sweep's runs, a run's workers) read it. Its key is the file's
+    bytes and the validation split's settings."""
+    from greenkd.distill.setup import prepare
+    from greenkd.distill.train import evaluate_accuracy
+
+    path = tmp_path / "mine.keras"
+    tiny_setup.teacher.model.save(path)
+    cfg = tiny_cfg.replace(model=str(path), preprocess=tiny_setup.preprocess_mode)
+    assert models.measured_accuracy(cfg) is None
+    first = prepare(cfg).teacher.accuracy
+    val = data.validation_batches(tiny_setup.source, cfg, tiny_setup.preprocess_mode)
+    assert first == pytest.approx(evaluate_accuracy(tiny_setup.teacher.model, val), abs=1e-6)
+    assert models.measured_accuracy(cfg) == first
+    # what the next process gets is what is kept (here made different on purpose to tell)
+    kept = models.measured_accuracy_path(cfg)
+    kept.write_text(json.dumps({"accuracy": 0.123}))
+    assert prepare(cfg).teacher.accuracy == 0.123
+    # another validation split, or the same file saved with other weights: measured again
+    assert models.measured_accuracy_path(cfg.replace(n_val=128)) != kept
+    model = models.load_file(path)
+    model.set_weights([w * 0 for w in model.get_weights()])  # every image: class 0
+    model.save(path)
+    assert models.measured_accuracy_path(cfg) != kept
+    assert prepare(cfg).teacher.accuracy not in (0.123, first)
 
 
 def test_teacher_is_trained_once_and_cached_by_config(tiny_setup, tiny_cfg):

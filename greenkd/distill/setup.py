@@ -137,8 +137,11 @@ def prepare(cfg: RunConfig, *, train_teacher: bool = True) -> Setup:
     targets, skipped = split(found, block=cfg.block, replace_growing=cfg.replace_growing)
     require_targets(targets, cfg.model, skipped)
     if teacher.accuracy != teacher.accuracy:  # NaN: a user's model with no recorded accuracy
-        val = data_mod.validation_batches(source, cfg, mode)
-        accuracy = evaluate_accuracy(teacher.model, val, jit_compile(cfg))
+        accuracy = models.measured_accuracy(cfg)  # measured once, by whichever process came first
+        if accuracy is None:
+            val = data_mod.validation_batches(source, cfg, mode)
+            accuracy = evaluate_accuracy(teacher.model, val, jit_compile(cfg))
+            models.keep_measured_accuracy(cfg, accuracy)
         teacher = models.Teacher(teacher.model, accuracy, teacher.path, False, teacher.seconds)
     return Setup(cfg, source, teacher, targets, mode, skipped)
 
