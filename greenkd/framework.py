@@ -16,6 +16,9 @@ bind_run_process). What is specific to a framework sits here and nowhere else:
   GPU 0.
 - fast kernels (`fused_batch_norm`): TensorFlow's fused batch-norm training kernel; None
   elsewhere, and the caller falls back to Keras's own ops.
+- one trace per step (`build_before_tracing`): Keras on TensorFlow without a distribution
+  strategy creates the optimizer's and metrics' variables inside the first traced step, and a
+  `tf.function` that creates variables is traced twice.
 
 Nothing here imports TensorFlow unless the framework is TensorFlow.
 """
@@ -227,3 +230,24 @@ def fused_batch_norm(inputs, gamma, beta, epsilon: float):
     # the kernel reports the unbiased variance; Keras keeps the biased one
     n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
     return y, mean, variance * (n - 1.0) / n
+
+
+def build_before_tracing(model: Any, data: Any) -> None:
+    """Create a compiled model's optimizer and metric variables now, before its first traced step.
+
+    Keras 3 on TensorFlow, without a distribution strategy, creates them inside the first traced
+    train (or test) step, and a `tf.function` whose first call creates variables is traced a second
+    time without them (tensorflow/tensorflow#48851). Keras's own symbolic build, which it runs
+    before tracing on JAX and under a strategy, creates them from the shapes of `data` (a batch,
+    or a `tf.data.Dataset`, whose `element_spec` is used): the first `train_on_batch` of a small
+    block took 1.9 s, 1.05 s built first (BENCHMARKS.md). It changes no weight and no step. On
+    other frameworks Keras builds first itself; with a Keras that lacks the method, the optimizer
+    alone is built.
+    """
+    if NAME != "tensorflow":
+        return
+    symbolic = getattr(model, "_symbolic_build", None)
+    if symbolic is not None:
+        symbolic(data_batch=getattr(data, "element_spec", data))
+    elif getattr(model, "optimizer", None) is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)

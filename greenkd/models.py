@@ -21,7 +21,7 @@ from greenkd import data as data_mod
 from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
 from greenkd.fileio import read_json, write_json_atomic
-from greenkd.framework import keras
+from greenkd.framework import build_before_tracing, keras
 from greenkd.paths import cache_dir
 
 ZOO = MODEL_ZOO
@@ -339,6 +339,7 @@ def train_teacher(
         weighted_metrics=["accuracy"],
         jit_compile=cfg.keras_jit(),
     )
+    build_before_tracing(model, train)
     model.fit(
         train,
         epochs=cfg.teacher_epochs,

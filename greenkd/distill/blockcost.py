@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from greenkd.framework import keras
+from greenkd.framework import build_before_tracing, keras
 
 # Timed batches per block after one warm-up: enough for a stable median, a second or so per pass.
 TIMED_BATCHES = 3
@@ -78,6 +78,7 @@ def measure_block_costs(
         copy = keras.models.clone_model(block)
         copy.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="mse", jit_compile=jit)
         pairs_i = [(a[2 * i], a[2 * i + 1]) for a in acts]
+        build_before_tracing(copy, pairs_i[0])  # the warm-up then traces its step once
         costs.append(_median_seconds(lambda xy, m=copy: m.train_on_batch(xy[0], xy[1]), pairs_i))
     return BlockCosts(trunk_s, costs, max(1, len(batches) - 1))
 

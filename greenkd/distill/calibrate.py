@@ -14,7 +14,7 @@ from greenkd import data as data_mod
 from greenkd.distill.setup import Setup
 from greenkd.distill.targets import make_block
 from greenkd.distill.train import _BlockTrainer, jit_compile, pair_model
-from greenkd.framework import keras
+from greenkd.framework import build_before_tracing, keras
 from greenkd.schedule import TaskCost
 
 
@@ -49,6 +49,7 @@ def calibrate(setup: Setup, steps: int = 3) -> list[TaskCost]:
         # the task's own compiled step (the trainer fit() runs), one batch at a time
         trainer = _BlockTrainer(pairs, [block])
         trainer.compile(optimizer=keras.optimizers.RMSprop(cfg.lr), jit_compile=jit_compile(cfg))
+        build_before_tracing(trainer, images)  # as train_pass does before its fit
         prefix = _Forward(pairs)
         prefix.compile(jit_compile=jit_compile(cfg))
 

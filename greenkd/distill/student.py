@@ -23,7 +23,7 @@ from greenkd.distill.setup import Setup
 from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Progress, Replicas, TaskResult
-from greenkd.framework import keras
+from greenkd.framework import build_before_tracing, keras
 
 # Epochs of each brief fine-tune that target-mode selection runs to judge a set of blocks, or
 # the run's --finetune-epochs where that is fewer. At the default 10 a try is the run's whole
@@ -229,5 +229,6 @@ def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     keras.utils.set_random_seed(cfg.seed)
     train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
     asm.compile_for_finetune(student, cfg, steps)
+    build_before_tracing(student, train)
     student.fit(train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
     return evaluate_accuracy(student, val, jit_compile(cfg))

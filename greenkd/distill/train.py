@@ -40,7 +40,7 @@ from greenkd.distill import blockcost
 from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
-from greenkd.framework import keras
+from greenkd.framework import build_before_tracing, keras
 from profilers.hostid import host_time
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
@@ -128,6 +128,7 @@ def evaluate_accuracy(model: keras.Model, val, jit: bool | str = False) -> float
     model.compile(
         weighted_metrics=["accuracy"], loss="sparse_categorical_crossentropy", jit_compile=jit
     )
+    build_before_tracing(model, val)
     result = model.evaluate(val, verbose=0, return_dict=True)
     return float(result["accuracy"])
 
@@ -430,6 +431,8 @@ def train_pass(
                 pairs = pair_model(teacher, [tasks[i].target.name for i in active])
             trainer = _BlockTrainer(pairs, blocks)
             trainer.compile(optimizer=optimizer, jit_compile=jit_compile(cfg))
+            train = stream(epoch * steps)  # the batches an unbroken stream gives from here on
+            build_before_tracing(trainer, train)
             spliced = branches(teacher, {tasks[i].target.name: tasks[i].block for i in active})
             callback = _PassCallback(
                 tasks, active, spliced, val, cfg, cfg.epochs, teacher_accuracy, allowance,
@@ -438,7 +441,7 @@ def train_pass(
             timing.segment()
             callback.eval_seconds, callback.last_eval = eval_seconds, epoch
             trainer.fit(
-                stream(epoch * steps),  # the batches an unbroken stream gives from here on
+                train,
                 initial_epoch=epoch,
                 epochs=cfg.epochs,
                 steps_per_epoch=steps,
