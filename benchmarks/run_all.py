@@ -52,6 +52,10 @@ BENCHMARKS = {
         "rr, binpack, ws, opt predicted makespans vs bound and optimum",
         ["schedule_makespans.py"],
     ),
+    "first-steps": (
+        "a block's first step built before tracing or not; a worker's share of the stream",
+        ["first_steps.py"],
+    ),
     "profiler-startup": ("profiler start-up added to `sleep 2`", ["profiler_startup.py"]),
     "profiler-overhead": ("profiler CPU and jitter over a 60 s sleep", ["profiler_overhead.py"]),
 }
