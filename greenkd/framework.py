@@ -240,9 +240,9 @@ def build_before_tracing(model: Any, data: Any) -> None:
     time without them (tensorflow/tensorflow#48851). Keras's own symbolic build, which it runs
     before tracing on JAX and under a strategy, creates them from the shapes of `data` (a batch,
     or a `tf.data.Dataset`, whose `element_spec` is used): the first `train_on_batch` of a small
-    block took 1.59 s, 0.93 s built first (benchmarks/first_steps.py). It changes no weight and no step. On
-    other frameworks Keras builds first itself; with a Keras that lacks the method, the optimizer
-    alone is built.
+    block took 1.59 s, 0.93 s built first (benchmarks/first_steps.py). It changes no weight and
+    no step. On other frameworks Keras builds first itself; with a Keras that lacks the method,
+    the optimizer alone is built.
     """
     if NAME != "tensorflow":
         return
