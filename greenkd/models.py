@@ -10,6 +10,7 @@ input size >= 32.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -167,13 +168,22 @@ def teacher_path(cfg: RunConfig) -> Path:
     return cache_dir() / "teachers" / f"{cfg.model}-{cfg.dataset}-{digest[:12]}.keras"
 
 
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """A file's content hash, read once per version of the file (its mtime and size) in this
+    process: looking up a model's kept top-1 and then keeping it hash the file once."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def measured_accuracy_path(cfg: RunConfig) -> Path:
     """Where a user's model file's val top-1, measured by greenkd, is kept: keyed by the file's
     bytes and by the validation split it was measured on (the data settings it depends on), so
     that a sweep's runs and every worker of a run read it instead of measuring it again. A file
     changed in place gets a new key; a dataset changed on disk under the same settings does not
     (as with cached zoo teachers)."""
-    digest = hashlib.sha256(Path(cfg.model).expanduser().read_bytes()).hexdigest()[:16]
+    path = Path(cfg.model).expanduser()
+    stat = path.stat()
+    digest = _file_digest(str(path), stat.st_mtime_ns, stat.st_size)
     split = {
         "dataset": cfg.dataset,
         "data_dir": cfg.data_dir,
