@@ -4,10 +4,11 @@ Every run is `greenkd distill` with its defaults (VGG16 width 1/8, 4000 syntheti
 32x32 images, 6 epochs per task, 2 fine-tuning epochs) and `--cores-per-device 1`,
 so that a device is one core in both runs; the local backend then runs one
 worker process per device (also for 1 device), so T1 and T2 use the same
-machinery. The runs go side by side in one invocation, a T1 run right before
-each T2 run so that drift in the machine's load hits both (the first T1's
-measured task times fill this benchmark's own timing store, which the plans then
-use). The load average before each run is printed: other work shows up there.
+machinery. The runs go side by side in one invocation, every T2 run between two T1
+runs (T1 T2 T1 T2 ... T1) and compared with the mean of the two, so that a steady drift
+of the machine's speed hits both sides (the first T1's measured task times fill this
+benchmark's own timing store, which the plans then use); the efficiency against the
+T1 before only is printed too. The load average before each run is printed: other work shows up there.
 `Amdahl` is the efficiency a perfect task phase would give with T1's serial part
 (everything but the task phase). A second table gives each pair's set-up, selection and
 fine-tuning seconds (summary `whole_run`: every fine-tune, the selection's brief ones too), how
@@ -129,6 +130,35 @@ def _disturbed(runs: list[dict]) -> dict[int, list[str]]:
     return flags
 
 
+def _bracket(before: dict, after: dict) -> dict:
+    """The 1-worker run a 2-worker run is compared with: the mean of the one right before it and
+    the one right after it, so that a machine drifting steadily faster or slower over the
+    invocation (this VM's speed drifts by 10-20% over minutes) moves T1 as much as T2."""
+    mean = {}
+    for key, a in before.items():
+        b = after[key]
+        numeric = isinstance(a, float | int) and not isinstance(a, bool)
+        mean[key] = (a + b) / 2 if numeric else a
+    mean["load"] = {d: tuple((x + y) / 2 for x, y in zip(before["load"][d], after["load"][d],
+                                                         strict=True))
+                    for d in before["load"] if d in after["load"]}  # fmt: skip
+    mean["out"], mean["runs"] = before["out"], (before, after)
+    return mean
+
+
+def _before_only(ones: list[dict], twos: list[dict]) -> None:
+    """Each 1-worker run on its own, and the whole-run efficiency against the one before only
+    (what this benchmark reported until the bracketing): how much the drift moves the figure."""
+    print()
+    print("1-worker runs (T1): " + ", ".join(f"{o['out'].name} {o['total_s']:.1f} s" for o in ones))
+    for i, two in enumerate(twos):
+        before, after = ones[i]["total_s"], ones[i + 1]["total_s"]
+        print(f"  {two['out'].name}: T2 {two['total_s']:.1f} s, whole run vs T1 before "
+              f"{before / (2 * two['total_s']):.3f}, vs T1 after {after / (2 * two['total_s']):.3f}, "
+              f"vs their mean {(before + after) / (4 * two['total_s']):.3f}")  # fmt: skip
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sched", default="ws,binpack,rr", help="2-worker schedulers to time")
@@ -158,13 +188,15 @@ def main() -> None:
     else:
         subprocess.run([*GREENKD, "teacher", "train", "--quiet"], env=env, check=True)
 
-    # T1 and T2 side by side, pair by pair, so that drift in the machine's load hits both
-    pairs = []
+    # every T2 run between two T1 runs (T1 T2 T1 T2 ... T1), compared with their mean
+    ones = [distill(1, "rr", root / "n1-0", env, extra)]
+    twos = []
     for repeat in range(args.repeat):
         for sched in args.sched.split(","):
-            one = distill(1, "rr", root / f"n1-{sched}-{repeat}", env, extra)
-            two = distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra)
-            pairs.append((one, two))
+            twos.append(distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra))
+            ones.append(distill(1, "rr", root / f"n1-{len(ones)}", env, extra))
+    pairs = [(_bracket(ones[i], ones[i + 1]), two) for i, two in enumerate(twos)]
+    _before_only(ones, twos)
 
     print()
     print(f"{'2-worker run':<14} {'load':>9} {'T1 wall':>8} {'T2 wall':>8} {'T1 total':>9} "
@@ -187,14 +219,17 @@ def main() -> None:
               f"{one['selection_s']:9.1f} {two['selection_s']:9.1f} {one['finetune_s']:7.1f} "
               f"{two['finetune_s']:7.1f} {two['finetune_devices']!s:>10} {eff_ft:7.3f} "
               f"{two['amdahl']:8.3f}")  # fmt: skip
-    flags = _disturbed([run for pair in pairs for run in pair])
-    for one, two in pairs:
-        for run in (one, two):
-            for reason in flags.get(id(run), []):
-                print(f"disturbed: {run['out'].name}: {reason}")
+    flags = _disturbed(ones + twos)
+    for run in ones + twos:
+        for reason in flags.get(id(run), []):
+            print(f"disturbed: {run['out'].name}: {reason}")
     for sched in args.sched.split(","):
         mine = [(one, two) for one, two in pairs if two["sched"] == sched]
-        clean = [(one, two) for one, two in mine if id(one) not in flags and id(two) not in flags]
+        clean = [
+            (one, two)
+            for one, two in mine
+            if not any(id(run) in flags for run in (*one["runs"], two))
+        ]
         for label, chosen in (("", mine), ("undisturbed ", clean)):
             med = {
                 k: statistics.median([o[k] / (2 * t[k]) for o, t in chosen if t[k]] or [nan])
