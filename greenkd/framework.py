@@ -218,6 +218,44 @@ def on_host() -> Iterator[None]:
             yield
 
 
+@contextlib.contextmanager
+def weights_set_afterwards() -> Iterator[None]:
+    """Create Keras variables as zeros made on the host instead of running their random
+    initializers, for models whose weights are all set right after (a model read from its file,
+    a trained block rebuilt for its weights, a teacher layer cloned and copied) or never read (a
+    block built to count its parameters and FLOPs). Only Keras's initializer objects are
+    skipped: any other callable (a seed generator's state) still gives the variable its value.
+
+    Only JAX needs it: each initializer of a new shape there is a `jax.random` program that
+    XLA compiles, 0.5-3 s each on one core, so a cold process spent 8.4 s reading an 11-layer
+    CNN and the run's set-up 29 s reading the teacher and counting its blocks (the persistent
+    compilation cache saves them only for the next process). TensorFlow runs initializers as
+    eager ops and needs nothing. A Keras without the method initialises as usual.
+    """
+    if NAME != "jax":
+        yield
+        return
+    from keras.src.backend.jax.core import JaxVariable
+
+    original = JaxVariable.__dict__.get("_initialize_with_initializer")
+    if original is None:
+        yield
+        return
+
+    import numpy as np
+
+    def zeros(variable, initializer) -> None:
+        if not isinstance(initializer, keras.initializers.Initializer):
+            return original(variable, initializer)  # e.g. a seed generator's state: its seed
+        variable._initialize(np.zeros(variable._shape, variable._dtype))
+
+    JaxVariable._initialize_with_initializer = zeros
+    try:
+        yield
+    finally:
+        JaxVariable._initialize_with_initializer = original
+
+
 def fused_batch_norm(inputs, gamma, beta, epsilon: float):
     """TensorFlow's fused training-mode batch norm: (y, batch mean, biased batch variance) of a
     4-D float32 NHWC batch in one kernel, or None where the framework has none (Keras's own

@@ -22,7 +22,7 @@ from greenkd import data as data_mod
 from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
 from greenkd.fileio import read_json, write_json_atomic
-from greenkd.framework import build_before_tracing, keras
+from greenkd.framework import build_before_tracing, keras, weights_set_afterwards
 from greenkd.paths import cache_dir
 
 ZOO = MODEL_ZOO
@@ -82,7 +82,8 @@ def load_file(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise GreenkdError(f"model file {path} does not exist")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with weights_set_afterwards():  # every weight is then read from the file
+            model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for foreign or corrupt files
         raise GreenkdError(f"cannot load {path} as a Keras model: {exc}") from None
     if not isinstance(model, keras.Model):

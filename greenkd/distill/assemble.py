@@ -10,6 +10,7 @@ concatenations.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from greenkd.config import RunConfig
 from greenkd.distill.select import passes_threshold
 from greenkd.distill.targets import Target, flatten, make_block
-from greenkd.framework import keras
+from greenkd.framework import keras, weights_set_afterwards
 
 
 def splice(
@@ -42,7 +43,8 @@ def splice(
             return layer
         return layer.__class__.from_config(layer.get_config())
 
-    model = keras.models.clone_model(teacher, clone_function=clone)
+    with weights_set_afterwards() if not share else contextlib.nullcontext():
+        model = keras.models.clone_model(teacher, clone_function=clone)  # weights copied below
     if not share:
         originals = {layer.name: layer for layer in teacher.layers}
         for layer in model.layers:
@@ -133,7 +135,8 @@ def trained_blocks(
     teacher = flatten(teacher)
     blocks = {}
     for name, values in weights.items():
-        block = make_block(by_name[name], block_kind, layer=teacher.get_layer(name))
+        with weights_set_afterwards():
+            block = make_block(by_name[name], block_kind, layer=teacher.get_layer(name))
         block.set_weights(values)
         blocks[name] = block
     return blocks

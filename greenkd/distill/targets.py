@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 from greenkd.distill.select import grows
 from greenkd.errors import GreenkdError
-from greenkd.framework import fused_batch_norm, keras
+from greenkd.framework import fused_batch_norm, keras, weights_set_afterwards
 
 BLOCK_LAYERS = {"a": 2, "b": 3, "c": 2, "d": 3}
 # Blocks train for a few hundred steps; Keras's default 0.99 would leave the
@@ -196,7 +196,9 @@ def find(model: keras.Model, *, block: str = "a") -> list[Target]:
             flops_after=0,
             prefix_flops=prefix,
         )
-        targets.append(_with_block_cost(partial, make_block(partial, block, layer=layer)))
+        with weights_set_afterwards():  # built to count its parameters and FLOPs only
+            counted = make_block(partial, block, layer=layer)
+        targets.append(_with_block_cost(partial, counted))
     return targets
 
 
