@@ -10,7 +10,6 @@ concatenations.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -43,8 +42,8 @@ def splice(
             return layer
         return layer.__class__.from_config(layer.get_config())
 
-    with weights_set_afterwards() if not share else contextlib.nullcontext():
-        model = keras.models.clone_model(teacher, clone_function=clone)  # weights copied below
+    with weights_set_afterwards():  # new layers' weights are copied below; shared ones exist
+        model = keras.models.clone_model(teacher, clone_function=clone)
     if not share:
         originals = {layer.name: layer for layer in teacher.layers}
         for layer in model.layers:
