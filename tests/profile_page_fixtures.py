@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler_fakes import (
@@ -37,25 +37,42 @@ FOREIGN_PID = 1  # init: never a descendant of the test, so NVML's process list 
 
 @dataclass
 class StandIn:
-    """What the load thread sets: package power and CPU busy share."""
+    """Package power and CPU busy share over real time: the counters integrate them from the
+    time they were set, however late the feeding thread runs on a loaded machine."""
 
     machine: MsrMachine | None
     stat: Path
     package_w: float = PACKAGE_IDLE_W
     busy_share: float = 0.1
+    _last: float = field(default_factory=time.monotonic)
+    _busy: float = 0.0  # jiffies per CPU
+    _idle: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self) -> None:
+        """The package's joules and /proc/stat's jiffies at the current load up to now."""
+        with self._lock:
+            now = time.monotonic()
+            seconds, self._last = now - self._last, now
+            if self.machine is not None:
+                self.machine.add_package_joules(0, self.package_w * seconds)
+                self.machine.add_core_joules(0, self.package_w * 0.4 * seconds)
+                self.machine.add_core_joules(1, self.package_w * 0.2 * seconds)
+            self._busy += self.busy_share * seconds * 100  # USER_HZ: 100 jiffies a second
+            self._idle += (1 - self.busy_share) * seconds * 100
+            write_proc_stat(self.stat, _stat(int(self._busy), int(self._idle)))
+
+    def set_load(self, package_w: float, busy_share: float) -> None:
+        """From now on: the time so far is counted at the old load first."""
+        self.advance()
+        with self._lock:
+            self.package_w, self.busy_share = package_w, busy_share
 
 
 def _feed(rig: StandIn, stop: threading.Event) -> None:
-    """Every 10 ms: the package's joules and /proc/stat's jiffies at the current load."""
-    busy = idle = 0.0
+    """Every 10 ms (or later, on a loaded machine): the counters brought up to now."""
     while not stop.wait(0.01):
-        if rig.machine is not None:
-            rig.machine.add_package_joules(0, rig.package_w * 0.01)
-            rig.machine.add_core_joules(0, rig.package_w * 0.004)
-            rig.machine.add_core_joules(1, rig.package_w * 0.002)
-        busy += rig.busy_share  # per CPU: 1 jiffy per 10 ms
-        idle += 1 - rig.busy_share
-        write_proc_stat(rig.stat, _stat(int(busy), int(idle)))
+        rig.advance()
 
 
 def _stat(busy: int, idle: int) -> dict[str, list[int]]:
@@ -91,6 +108,8 @@ def stand_in_sensors(tmp: Path) -> Iterator[tuple[StandIn, dict]]:
         else:
             options["msr_root"] = tmp / "no-msr"
         rig = StandIn(machine, stat)
+        if machine is not None:
+            machine.before_read = rig.advance
         stop = threading.Event()
         feeder = threading.Thread(target=_feed, args=(rig, stop), daemon=True)
         feeder.start()
@@ -111,14 +130,14 @@ def make_profile(out: Path, tmp: Path, *, hz: float = 20.0, scale: float = 1.0) 
             time.sleep(0.2 * scale)
             p.mark("warmup_end")
             p.mark("epoch", n=1)
-            rig.package_w, rig.busy_share = PACKAGE_BUSY_W, 0.9
+            rig.set_load(PACKAGE_BUSY_W, 0.9)
             gpus[0].set_power(GPU0_BUSY_W)
             gpus[0].utilization_pct, gpus[0].clock_sm_mhz, gpus[0].temperature_c = 97, 1410, 71
             time.sleep(0.6 * scale)
             p.mark("checkpoint", path="ckpt-1")
             time.sleep(0.2 * scale)
             p.mark("epoch_end", n=1)
-            rig.package_w, rig.busy_share = PACKAGE_IDLE_W, 0.1
+            rig.set_load(PACKAGE_IDLE_W, 0.1)
             gpus[0].set_power(GPU_IDLE_W)
             gpus[0].utilization_pct, gpus[0].clock_sm_mhz = 0, 210
             time.sleep(0.2 * scale)

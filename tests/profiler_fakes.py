@@ -24,7 +24,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,9 @@ class MsrMachine:
     vanished: set[int] = field(default_factory=set)
     open_errno: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # called before an energy register is read: a stand-in load brings the counters up to the
+    # moment of the read, as the hardware's counters run continuously
+    before_read: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         for package, core in self.cpus.values():
@@ -81,6 +84,8 @@ class MsrMachine:
 
     def register(self, cpu: int, reg: int) -> int:
         """What `pread(fd_of_cpu, 8, reg)` returns, or the errno the driver gives."""
+        if self.before_read is not None and reg in (PACKAGE_ENERGY, CORE_ENERGY):
+            self.before_read()
         with self.lock:
             if cpu in self.vanished or cpu not in self.cpus:
                 raise OSError(errno.ENXIO, "cpu offline")

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -105,7 +106,14 @@ def test_power_over_time_shows_each_gpu_at_its_power_and_its_idle_line(page):
     idle = _trace(power, "gpu1 idle")  # the baseline's idle power, dotted
     assert idle.line.dash == "dot" and idle.y[0] == pytest.approx(GPU1_W, rel=0.01)
     if HAS_MSR:
-        assert max(_trace(power, "package0").y) == pytest.approx(PACKAGE_BUSY_W, rel=0.15)
+        # the busy epoch's samples: their median, as one sample can stall on a loaded machine
+        # (the timestamp of a read that waited is off by the wait, and its neighbour's too)
+        epoch = page.spans[page.spans["label"] == "epoch"].iloc[0]
+        zero = page.profile.summary["idle"]["end_ts"]
+        package = _trace(power, "package0")
+        busy = [y for x, y in zip(package.x, package.y, strict=True)
+                if epoch["start_ts"] - zero + 0.1 < x <= epoch["end_ts"] - zero]  # fmt: skip
+        assert len(busy) >= 5 and statistics.median(busy) == pytest.approx(PACKAGE_BUSY_W, rel=0.15)
         assert "core0" not in {t.name for t in power.data}  # per-core lines are left out
     util = _figure(page, "Utilisation")
     assert max(_trace(util, "gpu0").y) == 97
