@@ -109,6 +109,35 @@ def test_dask_worker_killed_mid_task_has_its_task_rerun_elsewhere(
     _check_rerun_elsewhere(summary, out, killed)
 
 
+# hydra's report when rank 1 (pid 24986) was killed and its clean-up then killed rank 0 (24985):
+# it names the lowest rank that ended abnormally, not the first to end
+HYDRA_AFTER_CLEANUP = """
+===================================================================================
+=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES
+=   PID 24985 RUNNING AT vm
+=   EXIT CODE: 9
+=   CLEANING UP REMAINING PROCESSES
+=   YOU CAN IGNORE THE BELOW CLEANUP MESSAGES
+===================================================================================
+YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)
+""".splitlines()
+
+
+def test_the_rank_seen_to_end_first_is_named_not_only_the_one_hydra_reports():
+    from greenkd.executors.mpi import _failure
+
+    assert _failure(9, HYDRA_AFTER_CLEANUP) == (
+        "MPI rank process 24985 on vm ended (Killed (signal 9)); mpiexec stopped the other ranks"
+    )
+    assert _failure(9, HYDRA_AFTER_CLEANUP, [24985]) == _failure(9, HYDRA_AFTER_CLEANUP)
+    assert _failure(9, HYDRA_AFTER_CLEANUP, [24986]) == (
+        "MPI rank process 24986 on vm ended first; mpiexec stopped the other ranks and reports "
+        "process 24985: Killed (signal 9)"
+    )
+    both = _failure(9, HYDRA_AFTER_CLEANUP, [24985, 24986])
+    assert both.startswith("MPI rank process 24985 or 24986 on vm ended first (they had ended")
+
+
 def test_mpi_rank_killed_mid_task_stops_every_rank_and_marks_the_run_partial(
     small_teacher, parallel_root, tmp_path
 ):

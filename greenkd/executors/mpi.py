@@ -23,6 +23,7 @@ process died and how, and marks the run directory partial.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import os
@@ -34,9 +35,11 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
 
 from greenkd.config import RunConfig
 from greenkd.devices import Device, bind, plan_devices
@@ -257,6 +260,7 @@ def run_rank(cfg: RunConfig, lead: Callable[[MpiExecutor, list[Device]], T]) -> 
 
     comm = MPI.COMM_WORLD
     rank, size = comm.rank, comm.size
+    _mark_alive()
     try:
         check(cfg)
         if cfg.gpus not in (1, size):
@@ -319,6 +323,70 @@ _EXIT_STRING = re.compile(r"EXIT STRING: (.+)")
 _EXIT_CODE = re.compile(r"EXIT CODE: (\d+)")
 
 
+# a folder where each rank of a launched run keeps a file named by its pid while it runs; a rank
+# that ends cleanly (or with a Python error) removes it, one that is killed leaves it
+_ALIVE_ENV = "GREENKD_MPI_ALIVE_DIR"
+
+
+def _mark_alive() -> None:
+    """In a rank of a launched run: its file, removed when the process exits cleanly."""
+    folder = os.environ.get(_ALIVE_ENV)
+    if folder:
+        marker = Path(folder) / str(os.getpid())
+        marker.touch()
+        atexit.register(marker.unlink, missing_ok=True)
+
+
+class _RankEnds(threading.Thread):
+    """The order in which the rank processes of a local mpiexec end.
+
+    hydra's report names the lowest rank that ended abnormally; after its clean-up has killed
+    the other ranks (SIGKILL), that is usually rank 0, whichever rank died first. This thread
+    follows the rank processes (the children of mpiexec's proxies) and records which ended at
+    each of its wakes: one process, or the few that ended together before it woke on a loaded
+    machine.
+    """
+
+    def __init__(self, mpiexec: subprocess.Popen, alive: Path) -> None:
+        super().__init__(name="mpi-rank-watch", daemon=True)
+        self.pid = mpiexec.pid
+        self.alive = alive
+        self.ended: list[list[int]] = []
+        self.stop = threading.Event()
+
+    def _ranks(self) -> list[psutil.Process]:
+        try:
+            proxies = psutil.Process(self.pid).children()
+            return [rank for proxy in proxies for rank in proxy.children()]
+        except psutil.Error:
+            return []
+
+    def run(self) -> None:
+        running: dict[int, psutil.Process] = {}
+        seen: set[int] = set()
+        while not self.stop.is_set():
+            for rank in self._ranks():
+                if rank.pid not in seen:
+                    seen.add(rank.pid)
+                    running[rank.pid] = rank
+            if not running:
+                self.stop.wait(POLL_S)
+                continue
+            gone, _ = psutil.wait_procs(list(running.values()), timeout=4 * POLL_S)
+            if gone:
+                self.ended.append(sorted(p.pid for p in gone))
+                for p in gone:
+                    del running[p.pid]
+
+    def first_killed(self) -> list[int]:
+        """The rank process(es) that ended first without exiting cleanly; [] if not seen."""
+        for group in self.ended:
+            killed = [pid for pid in group if (self.alive / str(pid)).exists()]
+            if killed:
+                return killed
+        return []
+
+
 def _pump(stream, sink, tail: collections.deque) -> None:
     for line in stream:
         sink.write(line)
@@ -347,8 +415,14 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
         command += [sys.executable, "-m", "greenkd"]
         command += ["distill", "--config", str(config)] + (["--quiet"] if quiet else [])
         tail: collections.deque = collections.deque(maxlen=60)
-        # the ranks write to pipes: keep rich's lines as wide as this terminal
-        env = {**os.environ, "COLUMNS": str(shutil.get_terminal_size().columns)}
+        alive = Path(tmp) / "alive"
+        alive.mkdir()
+        env = {
+            **os.environ,
+            # the ranks write to pipes: keep rich's lines as wide as this terminal
+            "COLUMNS": str(shutil.get_terminal_size().columns),
+            _ALIVE_ENV: str(alive),
+        }
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env
         )
@@ -358,6 +432,9 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
         ]
         for pump in pumps:
             pump.start()
+        watch = _RankEnds(process, alive)
+        if not hosts:  # every rank a local process (on other hosts: hydra's word alone)
+            watch.start()
         try:
             code = process.wait()
         except BaseException:
@@ -368,12 +445,16 @@ def launch(cfg: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
                 process.kill()
             raise
         finally:
+            watch.stop.set()
             for pump in pumps:
                 pump.join(timeout=5)
+            if watch.is_alive():
+                watch.join(timeout=5)
+            first = watch.first_killed()  # before the folder goes
     summary = RunDir(cfg.out).read_summary()
     if code == 0 and summary is not None and summary.get("status") == "complete":
         return summary
-    reason = _failure(code, list(tail))
+    reason = _failure(code, list(tail), first)
     summary = failed_summary(cfg.out, cfg.gpus, reason)
     where = (
         f"; finished tasks are in {RunDir(cfg.out).tasks_csv}" if summary.get("tasks_done") else ""
@@ -423,8 +504,9 @@ def _task_rows(path: Path) -> int:
     return max(0, len([line for line in lines if line.strip()]) - 1)
 
 
-def _failure(code: int, tail: list[str]) -> str:
-    """One line on why mpiexec failed, from its exit code and its last lines."""
+def _failure(code: int, tail: list[str], first: Sequence[int] = ()) -> str:
+    """One line on why mpiexec failed, from its exit code and its last lines, and the rank
+    process(es) seen to end first (`_RankEnds`) where they are not the one hydra names."""
     text = "\n".join(tail)
     ours = [line for line in tail if line.startswith("greenkd: error:")]
     bad = _BAD_PID.search(text)
@@ -436,10 +518,18 @@ def _failure(code: int, tail: list[str]) -> str:
             if how
             else f"exit code {exit_code.group(1) if exit_code else code}"
         )
-        first = ours[0].removeprefix("greenkd: error: ") + "; " if ours else ""
+        head = ours[0].removeprefix("greenkd: error: ") + "; " if ours else ""
+        named, host = int(bad.group(1)), bad.group(2)
+        if not first or list(first) == [named]:
+            return (
+                f"{head}MPI rank process {named} on {host} ended ({detail}); "
+                "mpiexec stopped the other ranks"
+            )
+        which = " or ".join(str(pid) for pid in first)
+        together = " (they had ended together when looked at)" if len(first) > 1 else ""
         return (
-            f"{first}MPI rank process {bad.group(1)} on {bad.group(2)} ended ({detail}); "
-            "mpiexec stopped the other ranks"
+            f"{head}MPI rank process {which} on {host} ended first{together}; mpiexec stopped "
+            f"the other ranks and reports process {named}: {detail}"
         )
     if ours:
         return ours[0].removeprefix("greenkd: error: ")
