@@ -238,8 +238,8 @@ class DaskCluster:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in [*self.workers.values(), self.scheduler]:
-            try:
-                process.wait(timeout=20)
+            try:  # a worker closing gracefully sometimes lingered 20 s: nothing of it is checked
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
