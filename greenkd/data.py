@@ -153,22 +153,36 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     dist = np.hypot(dy, dx)
     box = np.maximum(np.abs(dy), np.abs(dx))
     inside = box <= radius
-    masks = np.stack(
-        [
-            dist <= radius,  # disc
-            np.abs(dist - radius) <= thick,  # ring
-            inside,  # square
-            inside & (box >= radius - 2 * thick),  # frame
-            inside & (np.mod(dy, period) < period / 2),  # horizontal stripes
-            inside & (np.mod(dx, period) < period / 2),  # vertical stripes
-            inside & ((np.abs(dy) <= thick) | (np.abs(dx) <= thick)),  # plus
-            inside & ((np.abs(dy - dx) <= 1.4 * thick) | (np.abs(dy + dx) <= 1.4 * thick)),  # cross
-            (dy <= radius * 0.8) & (np.abs(dx) <= (dy + radius) * 0.55),  # triangle, apex up
-            inside & ((np.floor(dy / period) + np.floor(dx / period)) % 2 == 0),  # checker
-        ],
-        axis=1,
-    )
-    mask = masks[np.arange(n), labels].astype(np.float32)[..., None]
+
+    # each image's one shape, drawn only for the images of its class
+    def shape(k: int, i: np.ndarray) -> np.ndarray:
+        d, y, x, b, r, t, p = dist[i], dy[i], dx[i], box[i], radius[i], thick[i], period[i]
+        inner = inside[i]
+        if k == 0:  # disc
+            return d <= r
+        if k == 1:  # ring
+            return np.abs(d - r) <= t
+        if k == 2:  # square
+            return inner
+        if k == 3:  # frame
+            return inner & (b >= r - 2 * t)
+        if k == 4:  # horizontal stripes
+            return inner & (np.mod(y, p) < p / 2)
+        if k == 5:  # vertical stripes
+            return inner & (np.mod(x, p) < p / 2)
+        if k == 6:  # plus
+            return inner & ((np.abs(y) <= t) | (np.abs(x) <= t))
+        if k == 7:  # cross
+            return inner & ((np.abs(y - x) <= 1.4 * t) | (np.abs(y + x) <= 1.4 * t))
+        if k == 8:  # triangle, apex up
+            return (y <= r * 0.8) & (np.abs(x) <= (y + r) * 0.55)
+        return inner & ((np.floor(y / p) + np.floor(x / p)) % 2 == 0)  # checker
+
+    mask = np.zeros((n, size, size, 1), np.float32)
+    for k in range(len(SYNTHETIC_CLASSES)):
+        i = np.flatnonzero(labels == k)
+        if i.size:
+            mask[i, ..., 0] = shape(k, i)
     background = rng.uniform(0, 90, (n, 1, 1, 3))
     fg = rng.uniform(120, 255, (n, 1, 1, 3))
     # a faint straight line at a random angle: clutter that no class owns
