@@ -10,6 +10,12 @@
 # does: a test that waits for a timing window instead of an event fails here first (two did on
 # 2026-12-01: docs/performance.md). Add a busy loop beside a single test (`python3 -c "while 1:
 # pass" &` inside the same command) to stand in for the other xdist worker.
+#
+# The quota is the whole group's, so it slows work that keeps every core busy (the test suite on
+# two xdist workers) by FACTOR, but a lone thread only once it needs more than the quota: for the
+# latency of one thread (a command's start-up) on a machine FACTOR times slower, pass FACTOR times
+# the number of cores (5.5 here for 2.75: `greenkd profile`'s start-up through typer then costs
+# +0.50 s, what the AMD machine measured).
 set -euo pipefail
 factor=2.75
 if [[ $# -gt 0 && $1 != "--" ]]; then factor=$1; shift; fi
