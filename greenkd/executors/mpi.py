@@ -324,8 +324,9 @@ _EXIT_STRING = re.compile(r"EXIT STRING: (.+)")
 _EXIT_CODE = re.compile(r"EXIT CODE: (\d+)")
 
 
-# a folder where each rank of a launched run keeps a file named by its pid while it runs; a rank
-# that ends cleanly (or with a Python error) removes it, one that is killed leaves it
+# a folder where each rank of a launched run keeps a file named by its pid while it runs: a rank
+# whose interpreter finishes removes it; one killed, or ended by MPI_Abort after its error line
+# (the rank to name then too), leaves it
 _ALIVE_ENV = "GREENKD_MPI_ALIVE_DIR"
 
 
