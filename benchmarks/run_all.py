@@ -56,6 +56,10 @@ BENCHMARKS = {
         "a block's first step built before tracing or not; a worker's share of the stream",
         ["first_steps.py"],
     ),
+    "synthetic-data": (
+        "drawing the synthetic images against fce64b4's drawing (same bytes)",
+        ["synthetic_data.py", "--rev", "fce64b4"],
+    ),
     "profiler-startup": ("profiler start-up added to `sleep 2`", ["profiler_startup.py"]),
     "profiler-overhead": ("profiler CPU and jitter over a 60 s sleep", ["profiler_overhead.py"]),
 }
