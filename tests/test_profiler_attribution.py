@@ -180,7 +180,8 @@ def test_gpu_share_is_whole_when_alone_else_by_memory_else_by_count(processes, s
 # -- the process tree ---------------------------------------------------------------------------
 
 # A parent that starts a child burning CPU; each step waits for the test's file (`go_<step>`) and
-# says it is done by writing its own (`<step>`).
+# says it is done by writing its own (`<step>`), renamed into place so that it is never seen
+# half written (the slow AMD machine read an empty `burned` once).
 PARENT_AND_CHILD = r"""
 import os, pathlib, subprocess, sys, time
 d = pathlib.Path(sys.argv[1])
@@ -193,14 +194,16 @@ d = pathlib.Path(sys.argv[1])
 t = time.process_time()
 while time.process_time() - t < 0.3:
     pass
-(d / "burned").write_text(repr(time.process_time()))
+(d / "burned.tmp").write_text(repr(time.process_time()))
+os.replace(d / "burned.tmp", d / "burned")  # whole or absent: the test reads it when it appears
 while not (d / "go_exit").exists():
     time.sleep(0.005)
 ''', str(d)])
 wait("burned")
 wait("go_exit")
 child.wait()
-(d / "reaped").write_text(str(child.pid))
+(d / "reaped.tmp").write_text(str(child.pid))
+os.replace(d / "reaped.tmp", d / "reaped")
 wait("go_end")
 """
 
@@ -220,9 +223,14 @@ def test_a_child_that_appears_and_exits_mid_run_keeps_its_cpu_time(tmp_path):
         assert (tree.seen, tree.exited) == (2, 1)
         assert after_exit >= while_alive  # the exited child's CPU time is kept
         assert int((tmp_path / "reaped").read_text()) in tree.pids
-    finally:
+    finally:  # every step released, so a failed assertion leaves no process behind
+        (tmp_path / "go_exit").touch()
         (tmp_path / "go_end").touch()
-        root.wait(timeout=30)
+        try:
+            root.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            root.kill()
+            raise
 
 
 def test_a_tree_without_members_has_used_nothing():
