@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# Bytecode as on a user's machine: a sandbox may set PYTHONDONTWRITEBYTECODE (this project's CI
+# machine does), and then every process a test starts compiles greenkd and its tests from source:
+# ~1 CPU s for each process that loads a run (6.0-6.3 against 5.0-5.3 s for the imports on a
+# 2-core AMD EPYC), in a suite that starts ~190 processes. Set before the xdist workers start, so
+# they and every process below them inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # tests/chromium.py is both imported (its skip mark) and a plugin (its fixture): rewrite it first
 pytest.register_assert_rewrite("chromium")
