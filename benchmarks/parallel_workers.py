@@ -181,6 +181,9 @@ def main() -> None:
     store = root / "timings.json"
     store.unlink(missing_ok=True)  # plans use only what this benchmark measured
     env = {**os.environ, "GREENKD_TIMINGS": str(store)}
+    # as installed: from cached bytecode, not every process compiling greenkd (~1 CPU s each on
+    # a 2-core AMD EPYC) where a sandbox sets this; the teacher run below writes the cache
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     print("caching the teacher (not timed) ...", flush=True)
     if extra:  # a 1-task-epoch run trains and caches the teacher these flags need
