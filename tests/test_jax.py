@@ -175,8 +175,8 @@ def test_jax_fine_tunes_on_two_workers_to_the_serial_fine_tunes_weights(jax_runs
     )
     assert moved > 1e-3  # the fine-tune really moved the blocks
     # Summation order differs with the SIMD width: 2 epochs of float32 steps left the two
-    # students within 2e-5 on an AVX-512 Xeon and 8e-5 apart on an AVX2-only EPYC, of a largest move of
-    # 2.0; the bug this guards against (fit training from the second batch) left them 0.85 apart.
+    # students within 2e-5 on an AVX-512 Xeon and 8e-5 apart on an AVX2-only EPYC, of a largest
+    # move of 2.0; the bug this guards against (fit from the second batch) left them 0.85 apart.
     tolerance = 2.5e-4 * moved
     for k in ("local", "dask"):
         for a, b in zip(students["serial"], students[k], strict=True):
