@@ -204,13 +204,21 @@ def test_one_empty_sweep_among_several_is_listed_not_fatal(tmp_path):
         write_reports(results / "empty", tmp_path / "reports")
 
 
+def _cpu_samples(samples_csv) -> int:
+    """How many whole-CPU utilisation rows the profiler has flushed so far."""
+    lines = samples_csv.read_text().splitlines() if samples_csv.exists() else []
+    return sum(",procstat,cpu,utilization," in line for line in lines)
+
+
 def test_report_reads_what_the_real_profiler_writes(tmp_path):
     """The profiler itself (procstat here; no msr or NVML on this machine) feeds a 2-run sweep."""
     sweep_dir = tmp_path / "results" / "real"
     first = sweep_dir / "cpu-n1"
-    with Profiler(out=first, hz=5, summary_name="profile.json"):
+    with Profiler(out=first, hz=5, summary_name="profile.json") as profiler:
         start = time.time()
-        while time.time() - start < 2.0:  # keep one core busy
+        # Keep one core busy until the profiler has written ten whole-CPU samples: an event,
+        # not a time window (a loaded 2-core machine once gave four samples in 2 s).
+        while time.time() - start < 2.0 or _cpu_samples(profiler.samples_path) < 10:
             pass
         end = time.time()
     for n, name in ((1, "cpu-n1"), (2, "cpu-n2")):
