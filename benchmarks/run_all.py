@@ -56,6 +56,10 @@ BENCHMARKS = {
         "a block's first step built before tracing or not; a worker's share of the stream",
         ["first_steps.py"],
     ),
+    "finetune-step": (
+        "the fine-tune's step with Keras's batch norms against the fused kernel",
+        ["finetune_step.py"],
+    ),
     "synthetic-data": (
         "drawing the synthetic images against fce64b4's drawing (same bytes)",
         ["synthetic_data.py", "--rev", "fce64b4"],

@@ -286,6 +286,51 @@ def test_training_batch_norm_is_keras_batch_norm_with_a_faster_kernel():
     assert not any(isinstance(layer, tg.TrainingBatchNorm) for layer in saved.layers)
 
 
+def test_fused_batch_norms_train_a_model_as_keras_does_and_leave_it_plain(tmp_path):
+    """The fine-tune's fast path: every batch norm (a nested block's too) trains through the fused
+    kernel inside the context, to the weights Keras's own batch norms reach, and the model is
+    Keras's own again after it (it saves and loads without greenkd's class)."""
+    t = tg.find(models.vgg16(width=1 / 16))[3]
+
+    def student() -> keras.Model:
+        inputs = keras.Input(t.input_shape)
+        x = tg.make_block(t, "a", seed=1)(inputs)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x))
+        model.get_layer("head").set_weights([np.full((t.output_shape[-1], 3), 0.1), np.zeros(3)])
+        model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (8, *t.input_shape)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    plain, fused = student(), student()
+    fused.set_weights(plain.get_weights())
+    for _ in range(4):
+        plain.train_on_batch(x, y)
+    with tg.fused_batch_norms(fused):
+        norms = [
+            layer
+            for layer in fused._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        assert len(norms) == 5 and all(isinstance(n, tg.TrainingBatchNorm) for n in norms)
+        for _ in range(4):
+            fused.train_on_batch(x, y)
+    assert not any(isinstance(n, tg.TrainingBatchNorm) for n in norms)
+    moved = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(plain.get_weights(), student().get_weights(), strict=True)
+    )
+    assert moved > 1e-3  # the four steps trained the model
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    fused.save(tmp_path / "fused.keras")
+    loaded = keras.models.load_model(tmp_path / "fused.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), fused.predict(x, verbose=0))
+
+
 @pytest.mark.parametrize("name", ["resnet", "branchy"])
 def test_branch_model_gives_each_spliced_model_output(name, resnet):
     """Evaluating all blocks at once (one trunk, one suffix per block) = splicing each alone."""

@@ -58,6 +58,7 @@ from greenkd import data as data_mod
 from greenkd.config import JIT_COMPILE, RunConfig
 from greenkd.distill import assemble as asm
 from greenkd.distill.setup import Setup
+from greenkd.distill.targets import fused_batch_norms
 from greenkd.distill.train import branch_accuracies, jit_compile
 from greenkd.framework import NAME as FRAMEWORK
 from greenkd.framework import keras
@@ -87,19 +88,20 @@ class FinetuneJob:
         train = data_mod.training_batches(
             setup.source, cfg, setup.preprocess_mode, seed_offset=1, shard=(rank, size)
         )
-        step = _STEPS[FRAMEWORK](student, cfg, steps, JIT_COMPILE[cfg.jit])
-        batches = iter(data_mod.without_autotune_model(train))
-        clock.lap("build")
-        for i in range(steps * cfg.finetune_epochs):
-            x, y = next(batches)  # this worker's rows of the serial run's batch only
-            clock.lap("data")
-            grads, count = step.gradients(x, y)
-            clock.lap("compile" if i == 0 else "gradients")  # the first call traces the step
-            summed, total = reduce([grads, np.array([count], np.float64)])
-            clock.lap("reduce")
-            step.apply(summed, total[0])
-            clock.lap("compile" if i == 0 else "apply")
-        step.finish()
+        with fused_batch_norms(student):  # as the serial fine-tune (student.finetune)
+            step = _STEPS[FRAMEWORK](student, cfg, steps, JIT_COMPILE[cfg.jit])
+            batches = iter(data_mod.without_autotune_model(train))
+            clock.lap("build")
+            for i in range(steps * cfg.finetune_epochs):
+                x, y = next(batches)  # this worker's rows of the serial run's batch only
+                clock.lap("data")
+                grads, count = step.gradients(x, y)
+                clock.lap("compile" if i == 0 else "gradients")  # the first call traces the step
+                summed, total = reduce([grads, np.array([count], np.float64)])
+                clock.lap("reduce")
+                step.apply(summed, total[0])
+                clock.lap("compile" if i == 0 else "apply")
+            step.finish()
         _average_moving_statistics(student, size, reduce)
         val = data_mod.validation_batches(setup.source, cfg, setup.preprocess_mode)
         correct, weight = np.zeros(1, np.float64), np.zeros(1, np.float64)

@@ -20,6 +20,7 @@ from greenkd.distill import assemble as asm
 from greenkd.distill import dataparallel
 from greenkd.distill import select as choose
 from greenkd.distill.setup import Setup
+from greenkd.distill.targets import fused_batch_norms
 from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Progress, Replicas, TaskResult
@@ -230,5 +231,8 @@ def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
     asm.compile_for_finetune(student, cfg, steps)
     build_before_tracing(student, train)
-    student.fit(train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
+    with fused_batch_norms(student):
+        student.fit(
+            train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False
+        )
     return evaluate_accuracy(student, val, jit_compile(cfg))
