@@ -22,7 +22,12 @@ from greenkd import data as data_mod
 from greenkd.config import MODEL_ZOO, RunConfig, is_model_file, unknown_model
 from greenkd.errors import GreenkdError
 from greenkd.fileio import read_json, write_json_atomic
-from greenkd.framework import build_before_tracing, keras, weights_set_afterwards
+from greenkd.framework import (
+    build_before_tracing,
+    fused_batch_norms,
+    keras,
+    weights_set_afterwards,
+)
 from greenkd.paths import cache_dir
 
 ZOO = MODEL_ZOO
@@ -351,15 +356,16 @@ def train_teacher(
         jit_compile=cfg.keras_jit(),
     )
     build_before_tracing(model, train)
-    model.fit(
-        train,
-        epochs=cfg.teacher_epochs,
-        steps_per_epoch=steps,
-        validation_data=val,
-        callbacks=[plateau],
-        verbose=verbose,
-        shuffle=False,
-    )
+    with fused_batch_norms(model):
+        model.fit(
+            train,
+            epochs=cfg.teacher_epochs,
+            steps_per_epoch=steps,
+            validation_data=val,
+            callbacks=[plateau],
+            verbose=verbose,
+            shuffle=False,
+        )
     epochs_run = len(plateau.val_accuracy)
     stopped = (
         f"no val top-1 gain in {cfg.teacher_patience} epochs"

@@ -290,6 +290,8 @@ def test_fused_batch_norms_train_a_model_as_keras_does_and_leave_it_plain(tmp_pa
     """The fine-tune's fast path: every batch norm (a nested block's too) trains through the fused
     kernel inside the context, to the weights Keras's own batch norms reach, and the model is
     Keras's own again after it (it saves and loads without greenkd's class)."""
+    from greenkd.framework import fused_batch_norms
+
     t = tg.find(models.vgg16(width=1 / 16))[3]
 
     def student() -> keras.Model:
@@ -309,7 +311,7 @@ def test_fused_batch_norms_train_a_model_as_keras_does_and_leave_it_plain(tmp_pa
     fused.set_weights(plain.get_weights())
     for _ in range(4):
         plain.train_on_batch(x, y)
-    with tg.fused_batch_norms(fused):
+    with fused_batch_norms(fused):
         norms = [
             layer
             for layer in fused._flatten_layers(include_self=False, recursive=True)

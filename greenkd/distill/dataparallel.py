@@ -58,10 +58,9 @@ from greenkd import data as data_mod
 from greenkd.config import JIT_COMPILE, RunConfig
 from greenkd.distill import assemble as asm
 from greenkd.distill.setup import Setup
-from greenkd.distill.targets import fused_batch_norms
 from greenkd.distill.train import branch_accuracies, jit_compile
 from greenkd.framework import NAME as FRAMEWORK
-from greenkd.framework import keras
+from greenkd.framework import fused_batch_norms, keras
 
 Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
 

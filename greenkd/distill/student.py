@@ -20,11 +20,10 @@ from greenkd.distill import assemble as asm
 from greenkd.distill import dataparallel
 from greenkd.distill import select as choose
 from greenkd.distill.setup import Setup
-from greenkd.distill.targets import fused_batch_norms
 from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Progress, Replicas, TaskResult
-from greenkd.framework import build_before_tracing, keras
+from greenkd.framework import build_before_tracing, fused_batch_norms, keras
 
 # Epochs of each brief fine-tune that target-mode selection runs to judge a set of blocks, or
 # the run's --finetune-epochs where that is fewer. At the default 10 a try is the run's whole

@@ -23,14 +23,13 @@ values a ReLU-ended block never could (the reference code's bug).
 
 from __future__ import annotations
 
-import contextlib
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from greenkd.distill.select import grows
 from greenkd.errors import GreenkdError
-from greenkd.framework import fused_batch_norm, keras, weights_set_afterwards
+from greenkd.framework import TrainingBatchNorm, keras, weights_set_afterwards
 
 BLOCK_LAYERS = {"a": 2, "b": 3, "c": 2, "d": 3}
 # Blocks train for a few hundred steps; Keras's default 0.99 would leave the
@@ -357,67 +356,6 @@ def make_block(
     if skip:
         x = keras.layers.Add(name=f"{prefix}_add")([head, x])
     return keras.Model(inputs, finish(x), name=prefix)
-
-
-class TrainingBatchNorm(keras.layers.BatchNormalization):
-    """Keras batch norm whose training step runs TensorFlow's fused kernel.
-
-    Keras 3 builds training-mode batch norm from separate moment, normalise and
-    scale ops; TensorFlow's FusedBatchNormV3 does the same in one kernel and
-    takes a block's training step at 32x32x32 from about 53 to 31 ms on the
-    CPU (benchmarks/BENCHMARKS.md). Same variables, same formula (biased batch
-    variance to normalise, Keras's momentum for the moving statistics), so its
-    weights load into a plain BatchNormalization. Anything else (inference, other
-    frameworks: `greenkd.framework.fused_batch_norm`, other ranks or axes) takes Keras's own path.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        fast = (
-            training
-            and self.trainable
-            and mask is None
-            and not self.renorm
-            and self.scale
-            and self.center
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
-            and inputs.dtype == "float32"
-        )
-        fused = fused_batch_norm(inputs, self.gamma, self.beta, self.epsilon) if fast else None
-        if fused is None:  # not this case, or no fused kernel in this framework
-            return super().call(inputs, training=training, mask=mask)
-        y, mean, variance = fused
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
-        )
-        return y
-
-
-@contextlib.contextmanager
-def fused_batch_norms(model: keras.Model) -> Iterator[None]:
-    """Inside, every Keras batch norm of `model` (its blocks' too) trains through the fused
-    kernel (`TrainingBatchNorm`: same variables, same formula); after, they are Keras's own
-    again, so a model saved later names no greenkd class.
-
-    For fine-tuning, whose student keeps the teacher's and its blocks' batch norms as Keras
-    builds them (48 in the default student, every one training under `--finetune-batch-norm
-    batch`): a one-core worker's step on half a batch of the default fine-tune took 23.5-24.4 ms
-    against 37.8-45.7 ms, and its first call (tracing) 2.0-2.5 s against 3.2-3.6 s (a probe,
-    3 runs each, alternating). Under JAX the layer takes Keras's own path: nothing changes.
-    """
-    plain = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if type(layer) is keras.layers.BatchNormalization
-    ]
-    for layer in plain:
-        layer.__class__ = TrainingBatchNorm
-    try:
-        yield
-    finally:
-        for layer in plain:
-            layer.__class__ = keras.layers.BatchNormalization
 
 
 def _glorot(seed: int | None, k: int):
