@@ -11,10 +11,11 @@ it; trained first if missing), every block spliced in (fresh blocks: the graph, 
 sets the cost), the data-parallel fine-tune's own step (`dataparallel._Step`) on one worker's half
 of the default batch. It times the first gradient call (tracing and the first run) and the median
 of the next 29 steps (batches read beforehand). The two variants alternate, `--repeat` times each.
-`--model teacher` times a fresh default teacher's `train_on_batch` instead, compiled as its
-training (`models.train_teacher`, Keras's `fit`) compiles it.
+`--model resnet50` (or `vgg16`) times a fresh zoo teacher's `train_on_batch` instead (11 steps
+after the first), compiled as its training (`models.train_teacher`, Keras's `fit`) compiles it:
+the default VGG16 has no batch norm, ResNet50 has 53.
 
-    python benchmarks/finetune_step.py [--repeat 3] [--shard 2] [--model student|teacher]
+    python benchmarks/finetune_step.py [--repeat 3] [--shard 2] [--model student|resnet50|vgg16]
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ from greenkd.framework import build_before_tracing, fused_batch_norms, keras
 from greenkd import models
 
 variant, size, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-cfg = RunConfig()
-setup = prepare(cfg)
-steps = setup.source.steps("train", cfg.batch_size)
-train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1,
-                                  shard=(0, size))
+cfg = RunConfig() if what == "student" else RunConfig(model=what)
+setup = prepare(cfg) if what == "student" else None
+source = setup.source if setup else data_mod.load_for(cfg)
+mode = setup.preprocess_mode if setup else models.preprocess_mode(cfg)
+steps = source.steps("train", cfg.batch_size)
+train = data_mod.training_batches(source, cfg, mode, seed_offset=1, shard=(0, size))
 stream = iter(data_mod.without_autotune_model(train))
-batches = [next(stream) for _ in range(30)]
+batches = [next(stream) for _ in range(30 if what == "student" else 12)]
 if what == "student":
     blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
               for t in setup.targets}
@@ -57,7 +59,7 @@ if what == "student":
     asm.prepare_for_finetune(model, [t.name for t in setup.targets], cfg)
 else:  # a fresh zoo teacher, compiled as models.train_teacher compiles it
     model = models.build(cfg.model, width=cfg.width, image_size=cfg.image_size,
-                         num_classes=setup.source.num_classes, seed=cfg.seed)
+                         num_classes=source.num_classes, seed=cfg.seed)
     model.compile(optimizer=keras.optimizers.Adam(models.teacher_lr(cfg)),
                   loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
                   jit_compile=cfg.keras_jit())
@@ -101,10 +103,10 @@ def main() -> None:
     parser.add_argument("--shard", type=int, default=2, help="workers the batch is split over")
     parser.add_argument(
         "--model",
-        choices=("student", "teacher"),
+        choices=("student", "resnet50", "vgg16"),
         default="student",
-        help="the fine-tune's step on the default student, or `train_on_batch` of a fresh "
-        "default teacher as its training compiles it",
+        help="the fine-tune's step on the default student, or `train_on_batch` of a fresh zoo "
+        "teacher (the default's settings otherwise) as its training compiles it",
     )
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"keras": [], "fused": []}
