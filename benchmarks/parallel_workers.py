@@ -24,6 +24,12 @@ more than DISTURBED x slower is flagged with the reason, its pair's efficiencies
 marked, and the medians are given twice, over every pair and over the unflagged ones. Quiet runs
 of the same code spread by up to 16% (the 2-worker fine-tunes of 2026-11-30), below it.
 
+**The machine's own 2-core efficiency beside each pair.** Before every run `core_pair.probe` times a
+fixed single-threaded compute kernel on each core alone and on both at once (about 10 s): the
+efficiency the VM itself gives two copies of the same arithmetic at that moment, a ceiling no code
+of ours can pass. Each pair prints the mean of the probes just before and just after its 2-worker
+run (`--no-probe` skips them).
+
 Then each policy's predicted makespan on 2 devices from the measured 1-core
 task times, against the lower bound max(sum/2, longest task). Fused runs (the
 default) have no per-task times (one pass trains a worker's whole list), so for
@@ -49,6 +55,8 @@ import time
 from math import nan
 from pathlib import Path
 
+from core_pair import probe
+
 GREENKD = [sys.executable, "-m", "greenkd"]
 DISTURBED = 1.25  # a run this much slower than the fastest of its kind was slowed from outside
 QUICK = [
@@ -67,8 +75,12 @@ QUICK = [
 ]
 
 
-def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]) -> dict:
-    """One timed `greenkd distill` run on n 1-core CPU devices."""
+def distill(
+    n: int, sched: str, out: Path, env: dict[str, str], extra: list[str], machine: bool = False
+) -> dict:
+    """One timed `greenkd distill` run on n 1-core CPU devices (after a `core_pair.probe` of the
+    machine, if asked for)."""
+    machine_eff = probe()["efficiency"] if machine else nan
     load = os.getloadavg()[0]
     command = [*GREENKD, "distill", "--gpus", str(n), "--cores-per-device", "1"]
     command += ["--sched", sched, "--out", str(out), "--quiet", *extra]
@@ -100,6 +112,7 @@ def distill(n: int, sched: str, out: Path, env: dict[str, str], extra: list[str]
         # the run's own work, to tell a disturbed run (see DISTURBED)
         "busy_s": sum(b for b, _ in load_by_device.values()),
         "gradients_s": (summary.get("finetune_parts") or {}).get("gradients", nan),
+        "machine_before": machine_eff,
     }
 
 
@@ -174,6 +187,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny settings: checks the script, measures nothing"
     )
+    parser.add_argument(
+        "--no-probe", action="store_true", help="no core_pair probe of the machine before runs"
+    )
     args = parser.parse_args()
     extra = [*(QUICK if args.quick else []), *args.distill_args.split()]
     root = Path(args.out or ("runs/bench-parallel-quick" if args.quick else "runs/bench-parallel"))
@@ -192,12 +208,15 @@ def main() -> None:
         subprocess.run([*GREENKD, "teacher", "train", "--quiet"], env=env, check=True)
 
     # every T2 run between two T1 runs (T1 T2 T1 T2 ... T1), compared with their mean
-    ones = [distill(1, "rr", root / "n1-0", env, extra)]
+    probing = not args.no_probe
+    ones = [distill(1, "rr", root / "n1-0", env, extra, probing)]
     twos = []
     for repeat in range(args.repeat):
         for sched in args.sched.split(","):
-            twos.append(distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra))
-            ones.append(distill(1, "rr", root / f"n1-{len(ones)}", env, extra))
+            twos.append(distill(2, sched, root / f"n2-{sched}-{repeat}", env, extra, probing))
+            ones.append(distill(1, "rr", root / f"n1-{len(ones)}", env, extra, probing))
+    for i, two in enumerate(twos):  # the probes right before and right after the 2-worker run
+        two["machine"] = (two["machine_before"] + ones[i + 1]["machine_before"]) / 2
     pairs = [(_bracket(ones[i], ones[i + 1]), two) for i, two in enumerate(twos)]
     _before_only(ones, twos)
 
@@ -215,13 +234,14 @@ def main() -> None:
               + " ".join(f"{e:9.3f}" for e in effs) + f" {amdahl:7.3f}  {two['cost_source']}")  # fmt: skip
     print()
     print(f"{'2-worker run':<14} {'T1 setup':>8} {'T2 setup':>8} {'T1 select':>9} {'T2 select':>9} "
-          f"{'T1 ft':>7} {'T2 ft':>7} {'ft devices':>10} {'eff ft':>7} {'T2 bound':>8}")  # fmt: skip
+          f"{'T1 ft':>7} {'T2 ft':>7} {'ft devices':>10} {'eff ft':>7} {'T2 bound':>8} "
+          f"{'machine':>7}")  # fmt: skip
     for one, two in pairs:
         eff_ft = one["finetune_s"] / (2 * two["finetune_s"]) if two["finetune_s"] else float("nan")
         print(f"{two['out'].name:<14} {one['setup_s']:8.1f} {two['setup_s']:8.1f} "
               f"{one['selection_s']:9.1f} {two['selection_s']:9.1f} {one['finetune_s']:7.1f} "
               f"{two['finetune_s']:7.1f} {two['finetune_devices']!s:>10} {eff_ft:7.3f} "
-              f"{two['amdahl']:8.3f}")  # fmt: skip
+              f"{two['amdahl']:8.3f} {two['machine']:7.3f}")  # fmt: skip
     flags = _disturbed(ones + twos)
     for run in ones + twos:
         for reason in flags.get(id(run), []):
@@ -238,9 +258,11 @@ def main() -> None:
                 k: statistics.median([o[k] / (2 * t[k]) for o, t in chosen if t[k]] or [nan])
                 for k in ("total_s", "tasks_s", "selection_s", "finetune_s")
             }
+            machine = statistics.median([t["machine"] for _, t in chosen] or [nan])
             print(f"median of {len(chosen)} {label}pair(s), {sched}: whole run "
                   f"{med['total_s']:.3f}, task phase {med['tasks_s']:.3f}, selection "
-                  f"{med['selection_s']:.3f}, fine-tuning {med['finetune_s']:.3f}")  # fmt: skip
+                  f"{med['selection_s']:.3f}, fine-tuning {med['finetune_s']:.3f}; "
+                  f"the machine's own 2-core efficiency {machine:.3f}")  # fmt: skip
     first = pairs[0][0]
 
     from greenkd import schedule

@@ -40,6 +40,10 @@ BENCHMARKS = {
             "1",
         ],
     ),
+    "core-pair": (
+        "the machine's own 2-core efficiency: one compute kernel alone vs on both cores",
+        ["core_pair.py"],
+    ),
     "workers": (
         "1 vs 2 CPU workers on the default (fused) run",
         ["parallel_workers.py", "--sched", "binpack,opt"],
