@@ -16,6 +16,13 @@ after the first), compiled as its training (`models.train_teacher`, Keras's `fit
 the default VGG16 has no batch norm, ResNet50 has 53.
 
     python benchmarks/finetune_step.py [--repeat 3] [--shard 2] [--model student|resnet50|vgg16]
+
+`--rows 64,32,16,1` instead times the fused step of the default student at those batch rows in one
+process (each traced first, then the sizes taking turns, 25 rounds: the VM's drift hits every size
+alike) and fits time = fixed + per row x rows: the fixed part is what every worker of a
+data-parallel fine-tune pays whole at each step (the step's graph ops, whatever its batch), and
+t(64) / (2 x t(32)) the best efficiency two workers can have in the gradients of the default
+batch.
 """
 
 from __future__ import annotations
@@ -83,6 +90,75 @@ print(json.dumps({"first": first, "step": float(np.median(times))}))
 """
 
 
+ROWS = r"""
+import json, statistics, sys, time
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+from greenkd import data as data_mod
+from greenkd.config import RunConfig
+from greenkd.distill import assemble as asm
+from greenkd.distill.dataparallel import _Step
+from greenkd.distill.setup import prepare
+from greenkd.distill.targets import make_block
+from greenkd.framework import fused_batch_norms
+
+rows = [int(r) for r in sys.argv[1].split(",")]
+cfg = RunConfig()
+setup = prepare(cfg)
+steps = setup.source.steps("train", cfg.batch_size)
+train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
+x, y = next(iter(data_mod.without_autotune_model(train)))
+blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
+          for t in setup.targets}
+model = asm.assemble(setup.teacher.model, setup.targets, blocks, cfg.block)
+asm.prepare_for_finetune(model, [t.name for t in setup.targets], cfg)
+with fused_batch_norms(model):
+    step = _Step(model, cfg, steps, False)
+    for r in rows:
+        step.gradients(x[:r], y[:r])
+    graph = step._gradients.get_concrete_function(step.weights, x[:rows[0]], y[:rows[0]]).graph
+    times = {r: [] for r in rows}
+    for _ in range(25):
+        for r in rows:
+            t0 = time.perf_counter()
+            step.gradients(x[:r], y[:r])
+            times[r].append(time.perf_counter() - t0)
+print(json.dumps({"ops": len(graph.get_operations()),
+                  "step": {r: statistics.median(t) for r, t in times.items()}}))
+"""
+
+
+def by_rows(rows: str) -> None:
+    """The fused step at several batch sizes in one one-core process: its fixed cost per step."""
+    done = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", ROWS, rows],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    step = {int(r): s for r, s in result["step"].items()}
+    sizes = sorted(step)
+    n = len(sizes)
+    mean_r, mean_t = sum(sizes) / n, sum(step[r] for r in sizes) / n
+    slope = sum((r - mean_r) * (step[r] - mean_t) for r in sizes) / sum(
+        (r - mean_r) ** 2 for r in sizes
+    )
+    fixed = mean_t - slope * mean_r
+    print(f"the default student's fused fine-tune step, one core ({result['ops']} graph ops):")
+    for r in sizes:
+        print(f"  {r:>3} rows: {1000 * step[r]:6.1f} ms")
+    print(f"fit: {1000 * fixed:.1f} ms fixed + {1000 * slope:.3f} ms a row")
+    if 64 in step and 32 in step:
+        print(
+            f"2 workers on the batch of 64: t(64) / (2 x t(32)) = {step[64] / (2 * step[32]):.3f}"
+        )
+
+
 def measure(variant: str, shard: int, what: str) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
@@ -108,7 +184,13 @@ def main() -> None:
         help="the fine-tune's step on the default student, or `train_on_batch` of a fresh zoo "
         "teacher (the default's settings otherwise) as its training compiles it",
     )
+    parser.add_argument(
+        "--rows", default=None, help="e.g. 64,32,16,1: the fused step's fixed cost (see above)"
+    )
     args = parser.parse_args()
+    if args.rows:
+        by_rows(args.rows)
+        return
     runs: dict[str, list[dict]] = {"keras": [], "fused": []}
     for i in range(args.repeat):
         for variant in runs:
