@@ -64,6 +64,10 @@ BENCHMARKS = {
         "the fine-tune's step with Keras's batch norms against the fused kernel",
         ["finetune_step.py"],
     ),
+    "finetune-rows": (
+        "the fused fine-tune step at 64, 32, 16 and 1 rows: its fixed cost, the 2-worker ceiling",
+        ["finetune_step.py", "--rows", "64,32,16,1"],
+    ),
     "synthetic-data": (
         "drawing the synthetic images against fce64b4's drawing (same bytes)",
         ["synthetic_data.py", "--rev", "fce64b4"],
