@@ -34,8 +34,10 @@ import statistics
 import subprocess
 import sys
 
-CHILD = r"""
-import json, sys, time
+# set up as a one-core worker, with what both child scripts use; default_student(setup, cfg) is the
+# default student with fresh blocks spliced in (the graph, not the weights, sets a step's cost)
+ONE_CORE = r"""
+import json, statistics, sys, time
 import numpy as np
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -47,6 +49,18 @@ from greenkd.distill.dataparallel import _Step
 from greenkd.distill.setup import prepare
 from greenkd.distill.targets import make_block
 from greenkd.framework import build_before_tracing, fused_batch_norms, keras
+
+def default_student(setup, cfg):
+    blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
+              for t in setup.targets}
+    model = asm.assemble(setup.teacher.model, setup.targets, blocks, cfg.block)
+    asm.prepare_for_finetune(model, [t.name for t in setup.targets], cfg)
+    return model
+"""
+
+CHILD = (
+    ONE_CORE
+    + r"""
 
 from greenkd import models
 
@@ -60,10 +74,7 @@ train = data_mod.training_batches(source, cfg, mode, seed_offset=1, shard=(0, si
 stream = iter(data_mod.without_autotune_model(train))
 batches = [next(stream) for _ in range(30 if what == "student" else 12)]
 if what == "student":
-    blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
-              for t in setup.targets}
-    model = asm.assemble(setup.teacher.model, setup.targets, blocks, cfg.block)
-    asm.prepare_for_finetune(model, [t.name for t in setup.targets], cfg)
+    model = default_student(setup, cfg)
 else:  # a fresh zoo teacher, compiled as models.train_teacher compiles it
     model = models.build(cfg.model, width=cfg.width, image_size=cfg.image_size,
                          num_classes=source.num_classes, seed=cfg.seed)
@@ -88,31 +99,19 @@ for x, y in batches[1:]:
     times.append(time.perf_counter() - t0)
 print(json.dumps({"first": first, "step": float(np.median(times))}))
 """
+)
 
 
-ROWS = r"""
-import json, statistics, sys, time
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
-from greenkd import data as data_mod
-from greenkd.config import RunConfig
-from greenkd.distill import assemble as asm
-from greenkd.distill.dataparallel import _Step
-from greenkd.distill.setup import prepare
-from greenkd.distill.targets import make_block
-from greenkd.framework import fused_batch_norms
-
+ROWS = (
+    ONE_CORE
+    + r"""
 rows = [int(r) for r in sys.argv[1].split(",")]
 cfg = RunConfig()
 setup = prepare(cfg)
 steps = setup.source.steps("train", cfg.batch_size)
 train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
 x, y = next(iter(data_mod.without_autotune_model(train)))
-blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
-          for t in setup.targets}
-model = asm.assemble(setup.teacher.model, setup.targets, blocks, cfg.block)
-asm.prepare_for_finetune(model, [t.name for t in setup.targets], cfg)
+model = default_student(setup, cfg)
 with fused_batch_norms(model):
     step = _Step(model, cfg, steps, False)
     for r in rows:
@@ -127,28 +126,29 @@ with fused_batch_norms(model):
 print(json.dumps({"ops": len(graph.get_operations()),
                   "step": {r: statistics.median(t) for r, t in times.items()}}))
 """
+)
 
 
-def by_rows(rows: str) -> None:
-    """The fused step at several batch sizes in one one-core process: its fixed cost per step."""
+def _child(script: str, *args: str) -> dict:
+    """Run a child script on core 0; the JSON its last line prints."""
     done = subprocess.run(
-        ["taskset", "-c", "0", sys.executable, "-c", ROWS, rows],
+        ["taskset", "-c", "0", sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         check=False,
     )
     if done.returncode != 0:
-        sys.exit(f"failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        sys.exit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def by_rows(rows: str) -> None:
+    """The fused step at several batch sizes in one one-core process: its fixed cost per step."""
+    result = _child(ROWS, rows)
     step = {int(r): s for r, s in result["step"].items()}
     sizes = sorted(step)
-    n = len(sizes)
-    mean_r, mean_t = sum(sizes) / n, sum(step[r] for r in sizes) / n
-    slope = sum((r - mean_r) * (step[r] - mean_t) for r in sizes) / sum(
-        (r - mean_r) ** 2 for r in sizes
-    )
-    fixed = mean_t - slope * mean_r
+    slope, fixed = statistics.linear_regression(sizes, [step[r] for r in sizes])
     print(f"the default student's fused fine-tune step, one core ({result['ops']} graph ops):")
     for r in sizes:
         print(f"  {r:>3} rows: {1000 * step[r]:6.1f} ms")
@@ -160,17 +160,7 @@ def by_rows(rows: str) -> None:
 
 
 def measure(variant: str, shard: int, what: str) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        ["taskset", "-c", "0", sys.executable, "-c", CHILD, variant, str(shard), what],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"{variant} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _child(CHILD, variant, str(shard), what)
 
 
 def main() -> None:
