@@ -16,6 +16,17 @@ import pytest
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# XLA's code generation at LLVM optimisation level 0 in every process of the suite (JAX's, and
+# TensorFlow's under --jit on): the tests prove what greenkd computes and where, not how fast
+# XLA's generated code runs, and most of a JAX test's time on these tiny models is compiling
+# (jax.random.uniform of each new weight shape took 0.2-0.9 s to compile at the default level,
+# 0.17 s at level 0; the JAX default distill took 80 s, 59 s at level 0). The code under test is
+# unchanged: greenkd appends its own flags to these (devices.framework_env). Benchmarks and
+# users' runs keep XLA's default.
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
 # tests/chromium.py is both imported (its skip mark) and a plugin (its fixture): rewrite it first
 pytest.register_assert_rewrite("chromium")
 
