@@ -2,7 +2,7 @@
 
 The default student keeps 48 batch norms (the teacher's and its blocks'), all training under
 `--finetune-batch-norm batch`. Keras 3 builds a training batch norm from separate moment,
-normalise and update ops; `greenkd.framework.fused_batch_norms` runs them through
+normalise and update ops; `greenkd.framework.fast_layers` runs them through
 TensorFlow's FusedBatchNormV3 for the length of a fine-tune (same variables, same formula).
 
 Each measurement is a fresh process bound to one core and set up as a one-core worker (one
@@ -48,7 +48,7 @@ from greenkd.distill import assemble as asm
 from greenkd.distill.dataparallel import _Step
 from greenkd.distill.setup import prepare
 from greenkd.distill.targets import make_block
-from greenkd.framework import build_before_tracing, fused_batch_norms, keras
+from greenkd.framework import build_before_tracing, fast_layers, keras
 
 def default_student(setup, cfg):
     blocks = {t.name: make_block(t, cfg.block, seed=t.seed_offset).get_weights()
@@ -82,7 +82,7 @@ else:  # a fresh zoo teacher, compiled as models.train_teacher compiles it
                   loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
                   jit_compile=cfg.keras_jit())
     build_before_tracing(model, train)
-fused = fused_batch_norms(model) if variant == "fused" else None
+fused = fast_layers(model) if variant == "fused" else None
 if fused is not None:
     fused.__enter__()
 if what == "student":
@@ -112,7 +112,7 @@ steps = setup.source.steps("train", cfg.batch_size)
 train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
 x, y = next(iter(data_mod.without_autotune_model(train)))
 model = default_student(setup, cfg)
-with fused_batch_norms(model):
+with fast_layers(model):
     step = _Step(model, cfg, steps, False)
     for r in rows:
         step.gradients(x[:r], y[:r])

@@ -68,6 +68,10 @@ BENCHMARKS = {
         "the fused fine-tune step at 64, 32, 16 and 1 rows: its fixed cost, the 2-worker ceiling",
         ["finetune_step.py", "--rows", "64,32,16,1"],
     ),
+    "jax-depthwise": (
+        "JAX on the CPU: blocks with XLA's grouped convolution against shifted products",
+        ["jax_depthwise.py"],
+    ),
     "synthetic-data": (
         "drawing the synthetic images against fce64b4's drawing (same bytes)",
         ["synthetic_data.py", "--rev", "fce64b4"],

@@ -14,9 +14,12 @@ bind_run_process). What is specific to a framework sits here and nowhere else:
   Device.env() sets before it loads (JAX reads them once, at its first computation).
 - host work (`on_host`): a whole split resized once at load time runs on the CPU, never on
   GPU 0.
-- fast kernels (`fused_batch_norm`, the `TrainingBatchNorm` layer that uses it and
-  `fused_batch_norms` that puts it in a whole model while it trains): TensorFlow's fused
-  batch-norm training kernel; None elsewhere, and the layer falls back to Keras's own ops.
+- fast kernels (`fused_batch_norm` and `depthwise_conv`, the `TrainingBatchNorm` and
+  `ShiftedDepthwiseConv2D` layers that use them, and `fast_layers` that puts them in a whole
+  model while it trains or is evaluated): TensorFlow's fused batch-norm training kernel, and
+  under JAX on the CPU a depthwise convolution as a sum of shifted products (XLA's CPU
+  grouped convolution is 15-30x slower); None elsewhere, and the layers fall back to Keras's
+  own ops.
 - one trace per step (`build_before_tracing`): Keras on TensorFlow without a distribution
   strategy creates the optimizer's and metrics' variables inside the first traced step, and a
   `tf.function` that creates variables is traced twice.
@@ -177,10 +180,12 @@ if NAME != "tensorflow":
 __all__ = [
     "FRAMEWORKS",
     "NAME",
+    "ShiftedDepthwiseConv2D",
     "TrainingBatchNorm",
     "configure",
     "configure_tensorflow",
-    "fused_batch_norms",
+    "depthwise_conv",
+    "fast_layers",
     "keras",
     "tf",
 ]
@@ -344,28 +349,104 @@ class TrainingBatchNorm(keras.layers.BatchNormalization):
         return y
 
 
-@contextlib.contextmanager
-def fused_batch_norms(model: Any) -> Iterator[None]:
-    """Inside, every Keras batch norm of `model` (nested models' too) trains through the fused
-    kernel (`TrainingBatchNorm`: same variables, same formula); after, they are Keras's own
-    again, so a model saved later names no greenkd class.
+def depthwise_conv(inputs, kernel, strides, padding: str, dilation_rate, data_format: str):
+    """A 2-D depthwise convolution (Keras's `ops.depthwise_conv`, kernel [kh, kw, C, M]) as a
+    sum of kh x kw shifted, strided slices of the input, each times its kernel row; or None
+    where the framework's own op is the fast one.
 
-    Around every `fit` of a whole model and the data-parallel fine-tune's step: a teacher and a
-    student keep their batch norms as Keras builds them (48 in the default student, all training
-    under `--finetune-batch-norm batch`). A one-core worker's step on half a batch of the default
-    fine-tune took 0.68x the time with them fused, its first call (tracing) 0.79x; on a whole
-    batch 0.62x and 0.43x (benchmarks/finetune_step.py). Under JAX the layer takes Keras's own
-    path: nothing changes.
+    Only JAX on the CPU: XLA's CPU backend runs a grouped convolution
+    (`feature_group_count` = channels) as a generic loop, so a 3x3 depthwise layer on 64
+    images of 32x32x8 took 62 ms forward and 132 ms with its gradients on one core, against
+    2.1 and 12.7 ms as nine shifted products (15-30x at the blocks' shapes;
+    benchmarks/jax_depthwise.py). The same sums in another order: equal to float32 rounding.
+    TensorFlow's and the GPUs' depthwise kernels are already fast. Channels last, 'same' or
+    'valid' padding (TensorFlow's split of odd padding: the extra row and column at the end).
     """
-    plain = [
-        layer
+    if NAME != "jax" or data_format != "channels_last" or padding not in ("same", "valid"):
+        return None
+    import jax
+
+    if jax.default_backend() != "cpu" or len(inputs.shape) != 4:
+        return None
+    import jax.numpy as jnp
+
+    kh, kw, channels, multiplier = kernel.shape
+    if multiplier > 1:  # output channel c * M + m reads input channel c
+        inputs = jnp.repeat(inputs, multiplier, axis=-1)
+    kernel = jnp.reshape(kernel, (kh, kw, channels * multiplier))
+    (sh, sw), (dh, dw) = strides, dilation_rate
+    h, w = inputs.shape[1], inputs.shape[2]
+    extent_h, extent_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if padding == "same":
+        out_h, out_w = -(-h // sh), -(-w // sw)
+        pad_h = max((out_h - 1) * sh + extent_h - h, 0)
+        pad_w = max((out_w - 1) * sw + extent_w - w, 0)
+        inputs = jnp.pad(
+            inputs,
+            ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+        )
+    else:
+        out_h, out_w = (h - extent_h) // sh + 1, (w - extent_w) // sw + 1
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            y, x = i * dh, j * dw
+            window = inputs[
+                :, y : y + (out_h - 1) * sh + 1 : sh, x : x + (out_w - 1) * sw + 1 : sw, :
+            ]
+            term = window * kernel[i, j]
+            total = term if total is None else total + term
+    return total
+
+
+class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """Keras's depthwise convolution layer computed by `depthwise_conv` where that applies
+    (JAX on the CPU); Keras's own op everywhere else. Same variables, same result up to
+    float32 rounding, so its weights load into a plain DepthwiseConv2D."""
+
+    def call(self, inputs):
+        kernel = keras.ops.convert_to_tensor(self.kernel)
+        outputs = depthwise_conv(
+            inputs, kernel, self.strides, self.padding, self.dilation_rate, self.data_format
+        )
+        if outputs is None:
+            return super().call(inputs)
+        if self.use_bias:  # channels last: the bias broadcasts over the last axis
+            outputs = outputs + keras.ops.convert_to_tensor(self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+FAST_LAYERS = {
+    keras.layers.BatchNormalization: TrainingBatchNorm,
+    keras.layers.DepthwiseConv2D: ShiftedDepthwiseConv2D,
+}
+
+
+@contextlib.contextmanager
+def fast_layers(model: Any) -> Iterator[None]:
+    """Inside, every Keras batch norm of `model` (nested models' too) trains through the fused
+    kernel (`TrainingBatchNorm`) and every depthwise convolution runs as shifted products where
+    that is faster (`ShiftedDepthwiseConv2D`): same variables, same formulas. After, the layers
+    are Keras's own again, so a model saved later names no greenkd class.
+
+    Around every `fit` of a whole model, the data-parallel fine-tune's step and every
+    evaluation of a model (`distill.train.evaluate_accuracy`, `branch_accuracies`): a teacher
+    and a student keep their layers as Keras builds them (48 batch norms in the default
+    student, all training under `--finetune-batch-norm batch`). A one-core worker's step on
+    half a batch of the default fine-tune took 0.68x the time with them fused, its first call
+    (tracing) 0.79x; on a whole batch 0.62x and 0.43x (benchmarks/finetune_step.py). Under
+    JAX the batch norm takes Keras's own path, and on the CPU the depthwise convolutions the
+    shifted one. A function Keras compiled before the context keeps the layers it traced.
+    """
+    swapped = [
+        (layer, type(layer))
         for layer in model._flatten_layers(include_self=False, recursive=True)
-        if type(layer) is keras.layers.BatchNormalization
+        if type(layer) in FAST_LAYERS
     ]
-    for layer in plain:
-        layer.__class__ = TrainingBatchNorm
+    for layer, plain in swapped:
+        layer.__class__ = FAST_LAYERS[plain]
     try:
         yield
     finally:
-        for layer in plain:
-            layer.__class__ = keras.layers.BatchNormalization
+        for layer, plain in swapped:
+            layer.__class__ = plain

@@ -24,7 +24,7 @@ from greenkd.errors import GreenkdError
 from greenkd.fileio import read_json, write_json_atomic
 from greenkd.framework import (
     build_before_tracing,
-    fused_batch_norms,
+    fast_layers,
     keras,
     weights_set_afterwards,
 )
@@ -356,7 +356,7 @@ def train_teacher(
         jit_compile=cfg.keras_jit(),
     )
     build_before_tracing(model, train)
-    with fused_batch_norms(model):
+    with fast_layers(model):
         model.fit(
             train,
             epochs=cfg.teacher_epochs,

@@ -96,3 +96,66 @@ def test_a_models_file_loads_under_jax_without_compiling_its_initializers(tmp_pa
     assert out["same"] and out["n"] == 10  # convs, batch norm (4) and dense
     assert out["compiles"] == 0  # reading the file compiles no initialiser (nor anything else)
     assert out["seed_state"] and out["initializer_back"]
+
+
+DEPTHWISE_PROBE = """
+import json
+import numpy as np
+import jax
+from greenkd.framework import ShiftedDepthwiseConv2D, depthwise_conv, fast_layers, keras
+
+rng = np.random.default_rng(0)
+cases = []
+for kernel, strides, padding, dilation, multiplier, size in [
+    (3, 1, "same", 1, 1, 9), (3, 2, "same", 1, 1, 9), (3, 2, "same", 1, 1, 8),
+    (5, 1, "valid", 1, 2, 9), (3, 1, "same", 2, 1, 10), ((1, 3), (2, 1), "valid", 1, 3, 7),
+]:
+    x = rng.normal(size=(4, size, size, 3)).astype("float32")
+    plain = keras.layers.DepthwiseConv2D(kernel, strides, padding, depth_multiplier=multiplier,
+                                         dilation_rate=dilation, use_bias=True, activation="relu")
+    shifted = ShiftedDepthwiseConv2D.from_config(plain.get_config())
+    plain.build(x.shape), shifted.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in plain.get_weights()]
+    plain.set_weights(weights), shifted.set_weights(weights)
+
+    def loss(layer, k, b, x):
+        out, _ = layer.stateless_call([k, b], [], x)
+        return (out ** 2).sum(), out
+
+    grads = [jax.value_and_grad(lambda k, b, x, l=layer: loss(l, k, b, x), argnums=(0, 1, 2),
+                                has_aux=True)(*weights, x) for layer in (plain, shifted)]
+    (_, out_p), g_p = grads[0]
+    (_, out_s), g_s = grads[1]
+    cases.append({
+        "shape_same": out_p.shape == out_s.shape,
+        "out": float(np.max(np.abs(out_p - out_s)) / (np.max(np.abs(out_p)) + 1e-9)),
+        "grads": max(float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-9))
+                     for a, b in zip(g_p, g_s)),
+        "fast": depthwise_conv(x, weights[0], plain.strides, plain.padding, plain.dilation_rate,
+                               plain.data_format) is not None,
+    })
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.DepthwiseConv2D(3)])
+with fast_layers(model):
+    inside = type(model.layers[0]).__name__
+print(json.dumps({"cases": cases, "inside": inside, "after": type(model.layers[0]).__name__}))
+"""
+
+
+def test_jax_on_the_cpu_computes_depthwise_convolutions_as_keras_does_by_shifted_products():
+    """The JAX CPU fast path (`framework.depthwise_conv`, XLA's grouped convolution being 15-30x
+    slower there): outputs and the gradients of kernel, bias and input equal Keras's own layer's
+    to float32 rounding, for strides, 'same' padding of odd and even sizes, 'valid', dilation,
+    depth multipliers and non-square kernels; `fast_layers` swaps the layer in and back."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", DEPTHWISE_PROBE], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(out["cases"]) == 6
+    for case in out["cases"]:
+        assert case["fast"] and case["shape_same"], case  # the shifted path ran, same shape
+        assert case["out"] < 1e-5 and case["grads"] < 1e-5, case
+    assert out["inside"] == "ShiftedDepthwiseConv2D" and out["after"] == "DepthwiseConv2D"

@@ -284,13 +284,16 @@ def test_training_batch_norm_is_keras_batch_norm_with_a_faster_kernel():
     assert [w.shape for w in trained.get_weights()] == [w.shape for w in saved.get_weights()]
     assert any(isinstance(layer, tg.TrainingBatchNorm) for layer in trained.layers)
     assert not any(isinstance(layer, tg.TrainingBatchNorm) for layer in saved.layers)
+    assert any(isinstance(layer, tg.ShiftedDepthwiseConv2D) for layer in trained.layers)
+    assert not any(isinstance(layer, tg.ShiftedDepthwiseConv2D) for layer in saved.layers)
 
 
-def test_fused_batch_norms_train_a_model_as_keras_does_and_leave_it_plain(tmp_path):
+def test_fast_layers_train_a_model_as_keras_does_and_leave_it_plain(tmp_path):
     """The fine-tune's fast path: every batch norm (a nested block's too) trains through the fused
-    kernel inside the context, to the weights Keras's own batch norms reach, and the model is
+    kernel inside the context (and every depthwise convolution through the framework's fastest
+    form: Keras's own op under TensorFlow), to the weights Keras's own batch norms reach, and the model is
     Keras's own again after it (it saves and loads without greenkd's class)."""
-    from greenkd.framework import fused_batch_norms
+    from greenkd.framework import fast_layers
 
     t = tg.find(models.vgg16(width=1 / 16))[3]
 
@@ -311,16 +314,24 @@ def test_fused_batch_norms_train_a_model_as_keras_does_and_leave_it_plain(tmp_pa
     fused.set_weights(plain.get_weights())
     for _ in range(4):
         plain.train_on_batch(x, y)
-    with fused_batch_norms(fused):
+    with fast_layers(fused):
         norms = [
             layer
             for layer in fused._flatten_layers(include_self=False, recursive=True)
             if isinstance(layer, keras.layers.BatchNormalization)
         ]
         assert len(norms) == 5 and all(isinstance(n, tg.TrainingBatchNorm) for n in norms)
+        depthwise = [
+            layer
+            for layer in fused._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.DepthwiseConv2D)
+        ]
+        assert len(depthwise) == 2
+        assert all(type(d) is tg.ShiftedDepthwiseConv2D for d in depthwise)
         for _ in range(4):
             fused.train_on_batch(x, y)
     assert not any(isinstance(n, tg.TrainingBatchNorm) for n in norms)
+    assert all(type(d) is keras.layers.DepthwiseConv2D for d in depthwise)
     moved = max(
         float(np.max(np.abs(a - b)))
         for a, b in zip(plain.get_weights(), student().get_weights(), strict=True)

@@ -60,7 +60,7 @@ from greenkd.distill import assemble as asm
 from greenkd.distill.setup import Setup
 from greenkd.distill.train import branch_accuracies, jit_compile
 from greenkd.framework import NAME as FRAMEWORK
-from greenkd.framework import fused_batch_norms, keras
+from greenkd.framework import fast_layers, keras
 
 Reduce = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -87,7 +87,7 @@ class FinetuneJob:
         train = data_mod.training_batches(
             setup.source, cfg, setup.preprocess_mode, seed_offset=1, shard=(rank, size)
         )
-        with fused_batch_norms(student):  # as the serial fine-tune (student.finetune)
+        with fast_layers(student):  # as the serial fine-tune (student.finetune)
             step = _STEPS[FRAMEWORK](student, cfg, steps, JIT_COMPILE[cfg.jit])
             batches = iter(data_mod.without_autotune_model(train))
             clock.lap("build")

@@ -23,7 +23,7 @@ from greenkd.distill.setup import Setup
 from greenkd.distill.train import evaluate_accuracy, jit_compile
 from greenkd.errors import GreenkdError
 from greenkd.executors.base import Progress, Replicas, TaskResult
-from greenkd.framework import build_before_tracing, fused_batch_norms, keras
+from greenkd.framework import build_before_tracing, fast_layers, keras
 
 # Epochs of each brief fine-tune that target-mode selection runs to judge a set of blocks, or
 # the run's --finetune-epochs where that is fewer. At the default 10 a try is the run's whole
@@ -230,7 +230,7 @@ def finetune(student, setup: Setup, cfg: RunConfig, val) -> float:
     train = data_mod.training_batches(setup.source, cfg, setup.preprocess_mode, seed_offset=1)
     asm.compile_for_finetune(student, cfg, steps)
     build_before_tracing(student, train)
-    with fused_batch_norms(student):
+    with fast_layers(student):
         student.fit(
             train, epochs=cfg.finetune_epochs, steps_per_epoch=steps, verbose=0, shuffle=False
         )

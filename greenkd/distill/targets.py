@@ -29,7 +29,12 @@ from dataclasses import asdict, dataclass
 
 from greenkd.distill.select import grows
 from greenkd.errors import GreenkdError
-from greenkd.framework import TrainingBatchNorm, keras, weights_set_afterwards
+from greenkd.framework import (
+    ShiftedDepthwiseConv2D,
+    TrainingBatchNorm,
+    keras,
+    weights_set_afterwards,
+)
 
 BLOCK_LAYERS = {"a": 2, "b": 3, "c": 2, "d": 3}
 # Blocks train for a few hundred steps; Keras's default 0.99 would leave the
@@ -295,10 +300,12 @@ def make_block(
 
     `seed` fixes the initial weights (the layer's own seed, so the block starts
     the same on any device); the output shape always equals the conv's.
-    `for_training` builds its batch norms as `TrainingBatchNorm` (same weights,
-    same results, a faster kernel); a block that is saved uses Keras's own.
+    `for_training` builds its batch norms as `TrainingBatchNorm` and its depthwise
+    convolutions as `ShiftedDepthwiseConv2D` (same weights, same results, faster kernels where
+    the framework has them); a block that is saved uses Keras's own.
     """
     norm = TrainingBatchNorm if for_training else keras.layers.BatchNormalization
+    depthwise = ShiftedDepthwiseConv2D if for_training else keras.layers.DepthwiseConv2D
     if kind not in BLOCK_LAYERS:
         raise GreenkdError(f"unknown block {kind!r}: use one of {', '.join(BLOCK_LAYERS)}")
     if seed is not None:
@@ -314,7 +321,7 @@ def make_block(
     prefix = f"{target.name}_kd"
 
     def sep_layer(x, i: int, *, first: bool, last: bool):
-        x = keras.layers.DepthwiseConv2D(
+        x = depthwise(
             target.kernel,
             strides=target.strides if first else 1,
             padding=target.padding if first else "same",

@@ -40,7 +40,7 @@ from greenkd.distill import blockcost
 from greenkd.distill.assemble import accepted, branches, model_inputs
 from greenkd.distill.targets import BLOCK_LAYERS, Target, flatten, layer_io, make_block
 from greenkd.executors.base import TaskResult
-from greenkd.framework import build_before_tracing, keras
+from greenkd.framework import build_before_tracing, fast_layers, keras
 from profilers.hostid import host_time
 
 ProgressFn = Callable[[str, int, float], None]  # (task, epoch done, epoch mse)
@@ -129,7 +129,8 @@ def evaluate_accuracy(model: keras.Model, val, jit: bool | str = False) -> float
         weighted_metrics=["accuracy"], loss="sparse_categorical_crossentropy", jit_compile=jit
     )
     build_before_tracing(model, val)
-    result = model.evaluate(val, verbose=0, return_dict=True)
+    with fast_layers(model):
+        result = model.evaluate(val, verbose=0, return_dict=True)
     return float(result["accuracy"])
 
 
@@ -143,7 +144,8 @@ def branch_accuracies(model: keras.Model, val, jit: bool | str = False) -> list[
     labels = np.concatenate(labels)[real]
     if not model.compiled:  # predict only (no loss, no optimizer); compiled once, traced once
         model.compile(jit_compile=jit)
-    outputs = model.predict(data_mod.images_only(val), verbose=0)
+    with fast_layers(model):
+        outputs = model.predict(data_mod.images_only(val), verbose=0)
     outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
     return [float(np.mean(np.argmax(o[real], axis=-1) == labels)) for o in outputs]
 
