@@ -122,8 +122,9 @@ for kernel, strides, padding, dilation, multiplier, size in [
         out, _ = layer.stateless_call([k, b], [], x)
         return (out ** 2).sum(), out
 
-    grads = [jax.value_and_grad(lambda k, b, x, l=layer: loss(l, k, b, x), argnums=(0, 1, 2),
-                                has_aux=True)(*weights, x) for layer in (plain, shifted)]
+    grads = [jax.jit(jax.value_and_grad(lambda k, b, x, l=layer: loss(l, k, b, x),
+                                        argnums=(0, 1, 2), has_aux=True))(*weights, x)
+             for layer in (plain, shifted)]  # one compiled program each, not op by op
     (_, out_p), g_p = grads[0]
     (_, out_s), g_s = grads[1]
     cases.append({
