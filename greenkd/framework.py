@@ -18,7 +18,7 @@ bind_run_process). What is specific to a framework sits here and nowhere else:
   `ShiftedDepthwiseConv2D` layers that use them, and `fast_layers` that puts them in a whole
   model while it trains or is evaluated): TensorFlow's fused batch-norm training kernel, and
   under JAX on the CPU a depthwise convolution as a sum of shifted products (XLA's CPU
-  grouped convolution is 15-30x slower); None elsewhere, and the layers fall back to Keras's
+  grouped convolution is 8-30x slower); None elsewhere, and the layers fall back to Keras's
   own ops.
 - one trace per step (`build_before_tracing`): Keras on TensorFlow without a distribution
   strategy creates the optimizer's and metrics' variables inside the first traced step, and a
@@ -357,8 +357,9 @@ def depthwise_conv(inputs, kernel, strides, padding: str, dilation_rate, data_fo
     Only JAX on the CPU: XLA's CPU backend runs a grouped convolution
     (`feature_group_count` = channels) as a generic loop, so a 3x3 depthwise layer on 64
     images of 32x32x8 took 62 ms forward and 132 ms with its gradients on one core, against
-    2.1 and 12.7 ms as nine shifted products (15-30x at the blocks' shapes;
-    benchmarks/jax_depthwise.py). The same sums in another order: equal to float32 rounding.
+    2.1 and 12.7 ms as nine shifted products (8-10x with gradients, about 30x forward, at the
+    blocks' shapes; a whole block's step took 0.41x the time, its forward pass 0.06x, its first
+    step, which compiles it, 1.76x: benchmarks/jax_depthwise.py). The same sums in another order: equal to float32 rounding.
     TensorFlow's and the GPUs' depthwise kernels are already fast. Channels last, 'same' or
     'valid' padding (TensorFlow's split of odd padding: the extra row and column at the end).
     """

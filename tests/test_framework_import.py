@@ -143,7 +143,7 @@ print(json.dumps({"cases": cases, "inside": inside, "after": type(model.layers[0
 
 
 def test_jax_on_the_cpu_computes_depthwise_convolutions_as_keras_does_by_shifted_products():
-    """The JAX CPU fast path (`framework.depthwise_conv`, XLA's grouped convolution being 15-30x
+    """The JAX CPU fast path (`framework.depthwise_conv`, XLA's grouped convolution being 8-30x
     slower there): outputs and the gradients of kernel, bias and input equal Keras's own layer's
     to float32 rounding, for strides, 'same' padding of odd and even sizes, 'valid', dilation,
     depth multipliers and non-square kernels; `fast_layers` swaps the layer in and back."""
