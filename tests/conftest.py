@@ -27,6 +27,15 @@ _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
+# One TensorFlow pool thread per process, unless greenkd sizes the pools itself (a worker's
+# device does, through the same variables: devices.py). The suite runs two xdist workers on two
+# cores, each with a run's parent or a test's own training in it; sized for the whole machine,
+# every such process's pools competed with the other's for both cores. Side by side, four
+# training-heavy test files with both workers busy: 248 -> 202 user CPU s, 153 -> 128 s wall
+# (docs/performance.md). Users' runs keep TensorFlow's default.
+for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_pool, "1")
+
 # tests/chromium.py is both imported (its skip mark) and a plugin (its fixture): rewrite it first
 pytest.register_assert_rewrite("chromium")
 

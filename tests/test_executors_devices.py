@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -99,8 +100,14 @@ print(json.dumps({
 @needs_two
 def test_a_bound_worker_runs_every_thread_on_its_core_with_one_tensorflow_thread():
     core = CORES[1]
+    # without the suite's own one-thread default (conftest.py): the pools are greenkd's to size
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(core)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE, str(core)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
