@@ -97,12 +97,15 @@ def jax_runs(small_teacher, jax_env, tmp_path_factory) -> dict[str, Path]:
         "dask": {"gpus": 2, "sched": "ws", "backend": "dask"},
     }.items():
         tmp = tmp_path_factory.mktemp(f"jax-{name}")
-        # 2 epochs, evaluated once: enough to tell blocks apart; the runs share one JAX
+        # 2 epochs, evaluated once: enough to tell blocks apart (they splice in at 8-41% top-1
+        # against the small teacher's 95%, trained on one TensorFlow thread: conftest.py), and a
+        # 68-point threshold (27%) lets conv4 and conv5 in and keeps conv1-3 out, 7 validation
+        # images either side, so the runs are compared on a real selection; the runs share one JAX
         # compilation cache (the first compiles, the others load). A 2-epoch fine-tune: the local
         # run's on its 2 workers (data-parallel, each worker its rows of the same augmented
         # batches), the others' in the run's process; the blocks' batch norms frozen in it, so
         # that no statistic depends on how a batch is split
-        cfg = tiny_config(small_teacher, tmp / "run", framework="jax", accept_max_drop=0.5,
+        cfg = tiny_config(small_teacher, tmp / "run", framework="jax", accept_max_drop=0.68,
                           epochs=2, eval_every=2, finetune_epochs=2, finetune_lr=0.02,
                           finetune_batch_norm="frozen", **changes)  # fmt: skip
         runs[name] = _distill(cfg, jax_env, tmp)
