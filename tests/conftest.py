@@ -30,9 +30,9 @@ if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 # One TensorFlow pool thread per process, unless greenkd sizes the pools itself (a worker's
 # device does, through the same variables: devices.py). The suite runs two xdist workers on two
 # cores, each with a run's parent or a test's own training in it; sized for the whole machine,
-# every such process's pools competed with the other's for both cores. Side by side, four
-# training-heavy test files with both workers busy: 248 -> 202 user CPU s, 153 -> 128 s wall
-# (docs/performance.md). Users' runs keep TensorFlow's default.
+# every such process's pools competed with the other's for both cores. A teacher's training
+# beside a busy core, 3 alternating pairs: 14.9-17.5 CPU s with TensorFlow's default, 12.7-15.5 s
+# with one thread (docs/performance.md). Users' runs keep TensorFlow's default.
 for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
     os.environ.setdefault(_pool, "1")
 
