@@ -359,7 +359,8 @@ def depthwise_conv(inputs, kernel, strides, padding: str, dilation_rate, data_fo
     images of 32x32x8 took 62 ms forward and 132 ms with its gradients on one core, against
     2.1 and 12.7 ms as nine shifted products (8-10x with gradients, about 30x forward, at the
     blocks' shapes; a whole block's step took 0.41x the time, its forward pass 0.06x, its first
-    step, which compiles it, 1.76x: benchmarks/jax_depthwise.py). The same sums in another order: equal to float32 rounding.
+    step, which compiles it, 1.76x: benchmarks/jax_depthwise.py). The same sums in another
+    order: equal to float32 rounding.
     TensorFlow's and the GPUs' depthwise kernels are already fast. Channels last, 'same' or
     'valid' padding (TensorFlow's split of odd padding: the extra row and column at the end).
     """
